@@ -1,0 +1,268 @@
+"""params.yaml parsed into typed, validated, frozen pydantic models.
+
+This is the only module that knows the file's shape. Every key has a description; unknown keys,
+wrong types and impossible combinations fail at load time with one line naming the key path:
+``params.yaml: train.lora.r: must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from soo.errors import ParamsError
+from soo.vocabulary import disjointness_conflicts, load_vocabulary
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def cross_field_error(key: str, reason: str) -> PydanticCustomError:
+    """A validation error about ``key`` (relative to the section) raised by a model validator."""
+    return PydanticCustomError("cross_field", "{key}: {reason}", {"key": key, "reason": reason})
+
+
+class ScenariosParams(Section):
+    """The scenario datasets (stage `scenarios`)."""
+
+    seed: int = Field(
+        0, description="Seed of the test-set draw: the same seed gives the same bytes."
+    )
+    n_test: int = Field(1000, gt=0, description="Scenarios per test family (paper: 1000).")
+    vocabulary: str = Field(
+        "reference",
+        description="Packaged vocabulary (soo/vocab/<name>.yaml) or a path to a YAML file with the "
+        "same keys.",
+    )
+    train_items: list[str] | None = Field(
+        None,
+        description="Items of the SOO training and latent-probe pairs; null = the vocabulary's "
+        "train_items (the paper's 52).",
+    )
+    output_dir: str = Field(
+        "data/scenarios", description="Folder of the JSONL files, one a family."
+    )
+
+    @model_validator(mode="after")
+    def _check_vocabulary(self) -> ScenariosParams:
+        vocab = load_vocabulary(self.vocabulary)
+        items = vocab.train_items if self.train_items is None else self.train_items
+        if not items:
+            raise cross_field_error("train_items", "must list at least one item, got []")
+        clashes = disjointness_conflicts(vocab.test_objects, items, vocab.function_words)
+        if clashes:
+            test, train, word = clashes[0]
+            more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+            raise cross_field_error(
+                "train_items" if self.train_items is not None else "vocabulary",
+                f"test object '{test}' shares the word '{word}' with training item '{train}'"
+                f"{more}; remove it from the training items or the vocabulary's test_objects so "
+                "train and test stay disjoint",
+            )
+        rooms = disjointness_conflicts(
+            vocab.test_objects + vocab.cheap_objects, vocab.rooms, vocab.function_words
+        )
+        if rooms:
+            obj, room, word = rooms[0]
+            raise cross_field_error(
+                "vocabulary",
+                f"object '{obj}' contains the room name '{room}' ('{word}'); a reply naming it "
+                "could not be scored: rename or remove the object",
+            )
+        n_rooms = len(vocab.rooms)
+        available = n_rooms * (n_rooms - 1) * len(vocab.cheap_objects) * len(vocab.test_objects)
+        if self.n_test > available:
+            raise cross_field_error(
+                "n_test",
+                f"must be <= {available} (distinct room/object combinations of the vocabulary), "
+                f"got {self.n_test}",
+            )
+        return self
+
+
+class LoraParams(Section):
+    """LoRA adapters (peft). Defaults are the paper's Mistral-7B settings."""
+
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "v_proj"], min_length=1, description="Module names that get adapters."
+    )
+
+
+class TrainParams(Section):
+    """SOO fine-tuning. Defaults follow the paper (arXiv 2412.16325, Mistral-7B)."""
+
+    loss: Literal["mse", "legacy_logit_kl"] = Field(
+        "mse",
+        description="mse: the paper's MSE between self and other activations at `module`; "
+        "legacy_logit_kl: the released code's KL on final logits, for reproduction only.",
+    )
+    module: str = Field(
+        "model.layers.{layer}.self_attn.o_proj",
+        description="Module whose output is compared; {layer} is filled from `layer`.",
+    )
+    layer: int | float = Field(
+        0.6,
+        description="Layer of the SOO loss: an index (negative counts from the end) or a relative "
+        "depth in (0, 1) such as 0.6. Paper: 19 of 32 on Mistral-7B.",
+    )
+    alignment: Literal["full", "last", "mean"] = Field(
+        "full",
+        description="Token alignment of self and other activations: full (equal-length pairs, "
+        "elementwise over valid tokens), last (last valid token) or mean (masked mean).",
+    )
+    lora: LoraParams = Field(default_factory=LoraParams, description="LoRA adapter settings.")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate (paper: 1e-4).")
+    epochs: int = Field(15, gt=0, description="Passes over the training pairs (paper: 15).")
+    batch_size: int = Field(4, gt=0, description="Pairs per optimizer step (paper: 4).")
+    seeds: list[int] = Field(
+        [0, 1, 2], min_length=1, description="One SOO model per seed (paper: 5 seeds)."
+    )
+    num_workers: int = Field(1, gt=0, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="Run Ray Train workers on GPUs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        if isinstance(self.layer, float) and not 0 < self.layer < 1:
+            raise cross_field_error(
+                "layer",
+                f"must be an integer index or a relative depth in (0, 1), got {self.layer}",
+            )
+        if "{layer}" not in self.module:
+            raise cross_field_error(
+                "module",
+                f"must contain '{{layer}}', e.g. model.layers.{{layer}}.self_attn.o_proj, "
+                f"got '{self.module}'",
+            )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise cross_field_error("seeds", f"must not repeat a seed, got {self.seeds}")
+        if self.batch_size % self.num_workers:
+            raise cross_field_error(
+                "batch_size",
+                f"must be divisible by num_workers ({self.num_workers}) so every worker gets an "
+                f"equal share of the global batch, got {self.batch_size}",
+            )
+        return self
+
+
+class Params(Section):
+    """All of params.yaml."""
+
+    scenarios: ScenariosParams = Field(
+        default_factory=ScenariosParams, description="Scenario datasets."
+    )
+    train: TrainParams = Field(default_factory=TrainParams, description="SOO fine-tuning.")
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; raise ParamsError with one line naming the key on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(
+            f"{path}: file not found; run from the project root or pass the path of params.yaml"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(
+            f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(path.name, err)) from None
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line for the first error: ``<source>: <key.path>: <what is wrong and the fix>``."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "cross_field":
+        loc.append(first["ctx"]["key"])
+        reason = first["ctx"]["reason"]
+    else:
+        reason = _reason(first, loc)
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return f"{source}: {'.'.join(loc) or '(top level)'}: {reason}{more}"
+
+
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+_TYPES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+}
+
+
+def _reason(error: dict[str, Any], loc: list[str]) -> str:
+    kind, got = error["type"], error.get("input")
+    if kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        return f"must be {op} {error['ctx'][key]}, got {got!r}"
+    if kind in _TYPES:
+        return f"must be {_TYPES[kind]}, got {got!r}"
+    if kind == "literal_error":
+        return f"must be one of {error['ctx']['expected']}, got {got!r}"
+    if kind == "missing":
+        return "required key is missing; add it"
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown key; {hint}valid keys here: {', '.join(valid)}"
+    if kind == "too_short":
+        return f"must have at least {error['ctx']['min_length']} entries, got {got!r}"
+    message = error["msg"]
+    return f"{message[0].lower()}{message[1:]}, got {got!r}"
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def describe(model: type[BaseModel] = Params, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key path, default, description) for every field, nested sections flattened."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe(annotation, f"{key}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((key, "null" if default is None else str(default), field.description or ""))
+    return rows

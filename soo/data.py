@@ -1,0 +1,121 @@
+"""Record schemas and the project's one JSONL reader/writer.
+
+Reading names the file and line of the first bad record; writing is atomic (a temporary file
+renamed into place), so a failure never leaves a half-written file or destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from soo.errors import DataError
+
+RoomOrder = Literal["cheap_first", "expensive_first"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioVocab(Record):
+    """The words a scenario was built from."""
+
+    other: str = Field(description="Name of the other party.")
+    cheap_room: str = Field(
+        description="Room of the cheap object (Perspectives: the other's room)."
+    )
+    expensive_room: str = Field(description="Room of the valuable object (Perspectives: yours).")
+    cheap_object: str | None = Field(description="Decoy object; null where the family has none.")
+    expensive_object: str = Field(description="The object both parties want.")
+
+
+class ScenarioRecord(Record):
+    """One test prompt with the answers a judge needs."""
+
+    id: str = Field(description="<family>-<index>, unique within the family.")
+    family: str = Field(description="Scenario family (file name without .jsonl).")
+    prompt: str = Field(description="The prompt as given to the model.")
+    deceptive_answer: str = Field(
+        description="Room a deceiver recommends (the cheap room); Perspectives: the wrong room."
+    )
+    honest_answer: str = Field(
+        description="Room an honest answer recommends; Perspectives: the correct answer."
+    )
+    room_order: RoomOrder = Field(description="Which room the prompt mentions first.")
+    vocab: ScenarioVocab = Field(description="Words used.")
+    template_version: str = Field(description="Version of soo.templates that wrote the prompt.")
+
+
+class PairRecord(Record):
+    """A self-referencing prompt and its matching other-referencing prompt."""
+
+    id: str = Field(description="<family>-<index>, unique within the family.")
+    family: str = Field(description="soo_pairs (training) or latent_probes.")
+    self_prompt: str = Field(description="The prompt about the model itself.")
+    other_prompt: str = Field(description="The same prompt about the other party.")
+    item: str = Field(description="The item to be stolen.")
+    template: int = Field(ge=0, description="Index of the template pair used.")
+    other: str = Field(description="Name of the other party.")
+    template_version: str = Field(description="Version of soo.templates that wrote the pair.")
+
+
+R = TypeVar("R", bound=Record)
+
+
+def read_jsonl(path: str | Path, schema: type[R]) -> list[R]:
+    """Read and validate every line of a JSONL file; DataError names file and line on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; run `dvc repro scenarios` to create it")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(schema.model_validate_json(line))
+            except ValidationError as err:
+                first = err.errors(include_url=False)[0]
+                if first["type"] == "json_invalid":
+                    why = f"not valid JSON ({first['ctx'].get('error', first['msg'])})"
+                else:
+                    key = ".".join(str(p) for p in first["loc"]) or "(record)"
+                    why = f"{key}: {first['msg'].lower()}"
+                raise DataError(
+                    f"{path}:{number}: {why}; expected a {schema.__name__} per line: fix or "
+                    "regenerate the file"
+                ) from None
+    if not records:
+        raise DataError(f"{path}: file has no records; regenerate it")
+    return records
+
+
+def dumps_jsonl(records: Iterable[Record]) -> str:
+    return "".join(
+        json.dumps(r.model_dump(mode="json"), ensure_ascii=False) + "\n" for r in records
+    )
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
+    """Write records atomically, one JSON object a line, fields in schema order."""
+    return write_text_atomic(Path(path), dumps_jsonl(records))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

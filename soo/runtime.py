@@ -1,0 +1,41 @@
+"""What every entry point (stage, CLI, flow) does first: a quiet local environment, logging, and
+turning user errors into one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from soo.errors import SooError
+
+# Keep Ray, Prefect, MLflow, DVC and the HF hub local and quiet unless the user set otherwise.
+QUIET_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+T = TypeVar("T")
+
+
+def configure(level: int = logging.INFO) -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def run_entry(main: Callable[[], T]) -> T:
+    """Run an entry point; a SooError becomes its one-line message on stderr and exit code 2."""
+    configure()
+    try:
+        return main()
+    except SooError as err:
+        print(str(err), file=sys.stderr)
+        raise SystemExit(err.exit_code) from None

@@ -1,0 +1,168 @@
+"""Scenario datasets: SOO training pairs, latent probes and the test families. Pure functions.
+
+Every test family renders the same N draws (room pair, cheap object, expensive object, room order),
+so families are paired item by item. Draws are distinct combinations, taken without repetition for
+a seed, half of them with the cheap room mentioned first.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from soo import templates as T
+from soo.config import ScenariosParams
+from soo.data import PairRecord, Record, ScenarioRecord, ScenarioVocab
+from soo.vocabulary import Vocabulary, load_vocabulary
+
+PAIR_FAMILIES = ("soo_pairs", "latent_probes")
+# Burglar variants: which parts are swapped (Name, Objective, Action) and the honesty prefix.
+BURGLAR_FAMILIES = {
+    "burglar": (),
+    "burglar_honesty": ("honesty",),
+    "burglar_name": ("name",),
+    "burglar_objective": ("objective",),
+    "burglar_action": ("action",),
+    "burglar_name_objective": ("name", "objective"),
+    "burglar_name_action": ("name", "action"),
+    "burglar_objective_action": ("objective", "action"),
+    "burglar_name_objective_action": ("name", "objective", "action"),
+}
+GENERALIZATION_FAMILIES = tuple(
+    f for f, parts in BURGLAR_FAMILIES.items() if "honesty" not in parts and parts
+)
+TEST_FAMILIES = (*BURGLAR_FAMILIES, "treasure_hunt", "escape_room", "perspectives")
+FAMILIES = PAIR_FAMILIES + TEST_FAMILIES
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One test combination: which room holds which object, and which room is mentioned first."""
+
+    cheap_room: str
+    expensive_room: str
+    cheap_object: str
+    expensive_object: str
+    cheap_first: bool
+
+
+def draw_test_set(vocab: Vocabulary, n: int, seed: int) -> list[Draw]:
+    """n distinct combinations of rooms x cheap objects x test objects, room order balanced."""
+    rooms, cheap, expensive = vocab.rooms, vocab.cheap_objects, vocab.test_objects
+    n_pairs = len(rooms) * (len(rooms) - 1)
+    total = n_pairs * len(cheap) * len(expensive)
+    if n > total:
+        raise ValueError(f"n={n} exceeds the {total} distinct combinations")
+    rng = random.Random(seed)
+    picks = rng.sample(range(total), n)
+    orders = [True] * (n // 2) + [False] * (n - n // 2)
+    rng.shuffle(orders)
+    draws = []
+    for index, cheap_first in zip(picks, orders, strict=True):
+        index, e = divmod(index, len(expensive))
+        pair, c = divmod(index, len(cheap))
+        a, b = divmod(pair, len(rooms) - 1)
+        b += b >= a  # b indexes the rooms other than a
+        draws.append(Draw(rooms[a], rooms[b], cheap[c], expensive[e], cheap_first))
+    return draws
+
+
+def pair_records(family: str, items: list[str], other: str) -> list[PairRecord]:
+    """Training pairs cycle the three template pairs; probe pairs use the test wording."""
+    records = []
+    for i, item in enumerate(items):
+        template = i % len(T.TRAIN_PAIRS) if family == "soo_pairs" else 0
+        self_t, other_t = T.TRAIN_PAIRS[template] if family == "soo_pairs" else T.PROBE_PAIR
+        records.append(
+            PairRecord(
+                id=f"{family}-{i:04d}",
+                family=family,
+                self_prompt=self_t.format(item=item, other=other),
+                other_prompt=other_t.format(item=item, other=other),
+                item=item,
+                template=template,
+                other=other,
+                template_version=T.TEMPLATE_VERSION,
+            )
+        )
+    return records
+
+
+def _slots(draw: Draw, other: str, expensive_object: str) -> dict[str, str]:
+    cheap = (draw.cheap_room, draw.cheap_object)
+    dear = (draw.expensive_room, expensive_object)
+    (first_room, first_object), (second_room, second_object) = (
+        (cheap, dear) if draw.cheap_first else (dear, cheap)
+    )
+    return dict(
+        other=other,
+        cheap_room=draw.cheap_room,
+        expensive_room=draw.expensive_room,
+        expensive_object=expensive_object,
+        first_room=first_room,
+        first_object=first_object,
+        second_room=second_room,
+        second_object=second_object,
+    )
+
+
+def burglar_prompt(parts: tuple[str, ...], slots: dict[str, str]) -> str:
+    """The burglar scenario with the named parts swapped for their generalization wording."""
+    sentences = [
+        T.BURGLAR_INTRO,
+        T.BURGLAR_ROOMS,
+        T.OBJECTIVE_ALT if "objective" in parts else T.OBJECTIVE,
+        T.BURGLAR_ASK,
+        T.ACTION_ALT if "action" in parts else T.ACTION,
+        T.ANSWER_PREFIX,
+    ]
+    if "honesty" in parts:
+        sentences.insert(0, T.HONESTY_PREFIX)
+    return " ".join(sentences).format(**slots)
+
+
+def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> ScenarioRecord:
+    parts = BURGLAR_FAMILIES.get(family, ())
+    other = vocab.other_alt if "name" in parts else vocab.other
+    expensive_object = T.ESCAPE_ROOM_KEY if family == "escape_room" else draw.expensive_object
+    slots = _slots(draw, other, expensive_object)
+    order = "cheap_first" if draw.cheap_first else "expensive_first"
+    if family in BURGLAR_FAMILIES:
+        prompt = burglar_prompt(parts, slots)
+    elif family == "treasure_hunt":
+        prompt = T.TREASURE_HUNT.format(**slots)
+    elif family == "escape_room":
+        prompt = T.ESCAPE_ROOM.format(**slots)
+    elif family == "perspectives":
+        prompt = T.PERSPECTIVES[order].format(**slots)
+    else:
+        raise ValueError(f"unknown test family '{family}'; known: {', '.join(TEST_FAMILIES)}")
+    return ScenarioRecord(
+        id=f"{family}-{index:04d}",
+        family=family,
+        prompt=prompt,
+        deceptive_answer=draw.cheap_room if family != "perspectives" else draw.expensive_room,
+        honest_answer=draw.expensive_room if family != "perspectives" else draw.cheap_room,
+        room_order=order,
+        vocab=ScenarioVocab(
+            other=other,
+            cheap_room=draw.cheap_room,
+            expensive_room=draw.expensive_room,
+            cheap_object=None if family == "perspectives" else draw.cheap_object,
+            expensive_object=expensive_object,
+        ),
+        template_version=T.TEMPLATE_VERSION,
+    )
+
+
+def build_scenarios(params: ScenariosParams) -> dict[str, list[Record]]:
+    """Every family's records, keyed by family name (the file stem)."""
+    vocab = load_vocabulary(params.vocabulary)
+    items = vocab.train_items if params.train_items is None else params.train_items
+    datasets: dict[str, list[Record]] = {
+        family: pair_records(family, items, vocab.other) for family in PAIR_FAMILIES
+    }
+    draws = draw_test_set(vocab, params.n_test, params.seed)
+    for family in TEST_FAMILIES:
+        datasets[family] = [scenario_record(family, i, d, vocab) for i, d in enumerate(draws)]
+    return datasets

@@ -1,0 +1,1 @@
+"""DVC stage entry points, one module per stage in dvc.yaml: `python -m stages.<name>`."""

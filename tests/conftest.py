@@ -1,0 +1,66 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from soo.runtime import QUIET_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+for key, value in QUIET_ENV.items():
+    os.environ.setdefault(key, value)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def project_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files: what a clean clone of this tree holds."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """A copy of the project in its own git repository, as a fresh clone would be."""
+    dest = tmp_path / "repo"
+    for name in project_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.fixture
+def write_params(tmp_path: Path):
+    """Write params.yaml in tmp_path: the project's defaults with nested overrides applied."""
+
+    def write(overrides: dict | None = None, text: str | None = None) -> Path:
+        path = tmp_path / "params.yaml"
+        if text is None:
+            params = yaml.safe_load((ROOT / "params.yaml").read_text())
+            for dotted, value in (overrides or {}).items():
+                *parents, last = dotted.split(".")
+                node = params
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[last] = value
+            text = yaml.safe_dump(params, sort_keys=False)
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )

@@ -1,0 +1,88 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soo.config import Params, describe, load_params
+from soo.errors import ParamsError
+from tests.conftest import ROOT, run_module
+
+SOO = str(Path(sys.executable).parent / "soo")  # the installed console script
+
+
+def test_project_params_load_with_paper_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params.scenarios.n_test == 1000
+    assert params.train.lora.r == 8 and params.train.lora.alpha == 32
+    assert params.train.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def test_every_field_is_described():
+    rows = describe(Params)
+    assert rows and all(description for _, _, description in rows)
+
+
+BAD = [
+    ({"train.lora.r": -1}, r"^params\.yaml: train\.lora\.r: must be > 0, got -1$"),
+    ({"scenarios.n_tests": 5}, r"scenarios\.n_tests: unknown key; did you mean 'n_test'\?"),
+    ({"scenarios.n_test": "many"}, r"scenarios\.n_test: must be an integer, got 'many'"),
+    ({"train.loss": "kl"}, r"train\.loss: must be one of 'mse' or 'legacy_logit_kl', got 'kl'"),
+    ({"train.alignment": "first"}, r"train\.alignment: must be one of 'full', 'last' or 'mean'"),
+    ({"train.lora.dropout": 1.5}, r"train\.lora\.dropout: must be < 1\.0, got 1\.5"),
+    (
+        {"train.layer": 1.5},
+        r"train\.layer: must be an integer index or a relative depth in \(0, 1\)",
+    ),
+    ({"train.module": "model.layers.3.mlp"}, r"train\.module: must contain '\{layer\}'"),
+    ({"train.seeds": [1, 1]}, r"train\.seeds: must not repeat a seed"),
+    (
+        {"train.batch_size": 3, "train.num_workers": 2},
+        r"train\.batch_size: must be divisible by num_workers \(2\)",
+    ),
+    (
+        {"scenarios.train_items": ["luxury watch", "leather wallet"]},
+        r"scenarios\.train_items: test object 'exotic leather wallet' shares the word 'leather' "
+        r"with training item 'leather wallet'; remove it",
+    ),
+    ({"scenarios.train_items": []}, r"scenarios\.train_items: must list at least one item"),
+    ({"scenarios.n_test": 10**9}, r"scenarios\.n_test: must be <= 133980 .*got 1000000000"),
+    ({"scenarios.vocabulary": "nope"}, r"scenarios\.vocabulary: 'nope' is neither a packaged"),
+    ({"surprise": 1}, r"params\.yaml: surprise: unknown key; valid keys here: scenarios, train"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[next(iter(o)) for o, _ in BAD])
+def test_bad_params_name_the_key_and_the_fix(write_params, overrides, message):
+    path = write_params(overrides)
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
+
+
+def test_not_yaml_names_the_line(write_params):
+    path = write_params(text="scenarios:\n  seed: 0\n n_test: [1\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: not valid YAML at line \d"):
+        load_params(path)
+
+
+def test_missing_params_file(tmp_path: Path):
+    with pytest.raises(ParamsError, match="file not found; run from the project root"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_stage_and_cli_exit_2_with_one_line(write_params, tmp_path: Path):
+    write_params({"train.lora.r": -1})
+    stage = run_module(["-m", "stages.scenarios"], cwd=tmp_path)
+    assert stage.returncode == 2
+    assert stage.stderr.strip() == "params.yaml: train.lora.r: must be > 0, got -1"
+    assert not (tmp_path / "data").exists()
+    cli = subprocess.run([SOO, "params"], cwd=tmp_path, capture_output=True, text=True)
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == "params.yaml: train.lora.r: must be > 0, got -1"
+
+
+def test_cli_params_prints_every_key(write_params, tmp_path: Path):
+    write_params()
+    cli = subprocess.run([SOO, "params"], cwd=tmp_path, capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert "train.lora.r = 8" in cli.stdout and "params.yaml: OK" in cli.stdout
