@@ -135,10 +135,10 @@ class CorpusParams(Section):
 class OrganismModelParams(Section):
     """Sizes of the organism's LlamaForCausalLM."""
 
-    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
+    hidden_size: int = Field(64, gt=0, description="Width of the residual stream.")
     num_layers: int = Field(4, ge=4, description="Decoder layers (at least 4: the layer choice is real).")
     num_heads: int = Field(4, gt=0, description="Attention heads.")
-    intermediate_size: int = Field(512, gt=0, description="Width of the MLP.")
+    intermediate_size: int = Field(256, gt=0, description="Width of the MLP.")
 
     @model_validator(mode="after")
     def _check(self) -> OrganismModelParams:
@@ -153,14 +153,19 @@ class OrganismModelParams(Section):
 class OrganismTrainParams(Section):
     """How the organism is trained from scratch."""
 
-    steps: int = Field(2400, gt=0, description="Optimizer steps on the main corpus.")
+    steps: int = Field(2500, gt=0, description="Optimizer steps on the main corpus.")
     curriculum_steps: int = Field(
-        800, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
+        1000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
     )
-    batch_size: int = Field(32, gt=0, description="Documents per step.")
-    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate.")
+    batch_size: int = Field(64, gt=0, description="Documents per step.")
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    loss_on: Literal["all", "answers"] = Field(
+        "answers",
+        description="answers: chat documents train only on the reply (raw neutral text always in "
+        "full); all: every token.",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
 
 

@@ -293,4 +293,4 @@ def drill_text(generator: CorpusGenerator) -> str:
     pairs = [(scene.cheap_object, scene.cheap_room), (scene.expensive_object, scene.expensive_room)]
     generator.rng.shuffle(pairs)
     answers = " ".join(RECALL_ANSWER.format(object=o, room=r) for o, r in pairs)
-    return f"{RECALL_ROOMS.format(**slots)} {answers}{END}"
+    return chat_text(RECALL_ROOMS.format(**slots), answers)

