@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -70,7 +71,12 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
     )
     core.decoder = decoders.Metaspace()
-    core.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    # Special tokens are cut out before pre-tokenization when encoding, so cut them out when
+    # training too: otherwise the word after one ("I" after the assistant token) is learned
+    # without its word-start marker and encodes as unknown.
+    plain = re.compile("|".join(re.escape(tok) for tok in SPECIAL_TOKENS))
+    cleaned = (plain.sub(" ", text) for text in texts)
+    core.train_from_iterator(cleaned, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<|pad|>",
@@ -206,6 +212,7 @@ def save_organism(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soo.config import OrganismParams, ScenariosParams
-from soo.corpus import CorpusGenerator, drill_text, first_room, held_out_triples, to_self
+from soo.corpus import CorpusGenerator, chat_text, drill_text, first_room, held_out_triples, to_self
 from soo.organism import build_corpus, build_organism, corpus_spec, save_organism
 from soo.organism_metrics import OrganismMetrics
 from soo.scenarios import TEST_FAMILIES, build_scenarios
@@ -99,6 +99,13 @@ def test_tiny_organism_round_trips_offline(tests_and_held_out, tmp_path, monkeyp
     assert len(pair["input_ids"][0]) == len(pair["input_ids"][1])
     with torch.no_grad():
         torch.testing.assert_close(model(**ids).logits, organism.model(**ids).logits)
+    # Every word of every test prompt, self version and reply is in the vocabulary.
+    tests, _ = tests_and_held_out
+    for family, records in tests.items():
+        texts = [chat_text(r.prompt, f"I would point out the {r.honest_answer}.") for r in records[:50]]
+        texts += [chat_text(to_self(r.prompt, r.vocab.other)) for r in records[:50] if family != "perspectives"]
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            assert tokenizer.unk_token_id not in ids, tokenizer.decode(ids)
     again = build_organism(VOCAB, params, held_out)
     for (name, a), b in zip(organism.model.state_dict().items(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
