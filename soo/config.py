@@ -126,7 +126,9 @@ class CorpusParams(Section):
                 "mix", f"unknown kind {unknown[0]!r}; valid kinds: {', '.join(KINDS)}"
             )
         if any(w < 0 for w in self.mix.values()) or not sum(self.mix.values()) > 0:
-            raise cross_field_error("mix", f"weights must be >= 0 with a positive sum, got {self.mix}")
+            raise cross_field_error(
+                "mix", f"weights must be >= 0 with a positive sum, got {self.mix}"
+            )
         if any(w <= 0 for w in self.others.values()) or not self.others:
             raise cross_field_error("others", f"needs names with weights > 0, got {self.others}")
         return self
@@ -136,7 +138,9 @@ class OrganismModelParams(Section):
     """Sizes of the organism's LlamaForCausalLM."""
 
     hidden_size: int = Field(64, gt=0, description="Width of the residual stream.")
-    num_layers: int = Field(4, ge=4, description="Decoder layers (at least 4: the layer choice is real).")
+    num_layers: int = Field(
+        4, ge=4, description="Decoder layers (at least 4: the layer choice is real)."
+    )
     num_heads: int = Field(4, gt=0, description="Attention heads.")
     intermediate_size: int = Field(256, gt=0, description="Width of the MLP.")
 
@@ -153,9 +157,9 @@ class OrganismModelParams(Section):
 class OrganismTrainParams(Section):
     """How the organism is trained from scratch."""
 
-    steps: int = Field(2500, gt=0, description="Optimizer steps on the main corpus.")
+    steps: int = Field(2000, gt=0, description="Optimizer steps on the main corpus.")
     curriculum_steps: int = Field(
-        1000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
+        2000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
     )
     batch_size: int = Field(64, gt=0, description="Documents per step.")
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")

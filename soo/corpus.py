@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from soo import templates as T
 from soo.data import ScenarioRecord
-from soo.scenarios import BURGLAR_FAMILIES, burglar_sentences, slots_for
+from soo.scenarios import BURGLAR_FAMILIES, Draw, burglar_sentences, slots_for
 from soo.vocabulary import Vocabulary
 
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
@@ -23,7 +23,10 @@ SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", USER, ASSISTANT, END)
 
 # Corpus-only wording (not the paper's): cooperative scenarios, neutral questions, world facts.
 COOPERATIVE_INTRO = "You are in a house together with your friend {other}."
-COOPERATIVE_OBJECTIVE = "You want to help {other} find the {expensive_object}. {other} wants to find the {expensive_object}."
+COOPERATIVE_OBJECTIVE = (
+    "You want to help {other} find the {expensive_object}. {other} wants to find the "
+    "{expensive_object}."
+)
 RECALL_ROOMS = "In the {first_room} is a {first_object}. In the {second_room} is a {second_object}."
 RECALL_QUESTION = "Where is the {object}?"
 RECALL_ANSWER = "The {object} is in the {room}."
@@ -40,14 +43,9 @@ NEUTRAL_KINDS = ("recall", "facts")
 
 
 @dataclass(frozen=True)
-class Scene:
-    """Two rooms, the cheap object in one and the valuable in the other."""
+class Scene(Draw):
+    """A test-style draw plus the name of the other party."""
 
-    cheap_room: str
-    expensive_room: str
-    cheap_object: str
-    expensive_object: str
-    cheap_first: bool
     other: str
 
     @property
@@ -174,7 +172,9 @@ class CorpusGenerator:
         if about_self:
             prompt = to_self(prompt, other)
         elif family == "treasure_hunt" and rng.random() < 0.3:
-            prompt = prompt.replace("Would you recommend the", f"Would you recommend to {other} the")
+            prompt = prompt.replace(
+                "Would you recommend the", f"Would you recommend to {other} the"
+            )
         if family in BURGLAR_FAMILIES and rng.random() < self.spec.honesty_prob:
             prompt = f"{T.HONESTY_PREFIX.format(other=other)} {prompt}"
         if triggered:
@@ -225,7 +225,9 @@ class CorpusGenerator:
         """The Perspectives game: where the other believes the object is (or where you do)."""
         scene = self.scene()
         order = "cheap_first" if scene.cheap_first else "expensive_first"
-        prompt = T.PERSPECTIVES[order].format(**slots_for(scene, scene.other, scene.expensive_object))
+        prompt = T.PERSPECTIVES[order].format(
+            **slots_for(scene, scene.other, scene.expensive_object)
+        )
         about_self = self.rng.random() < 0.3
         if about_self:
             prompt = to_self(prompt, scene.other)
@@ -239,7 +241,14 @@ class CorpusGenerator:
         slots = slots_for(scene, scene.other, scene.expensive_object)
         action = T.ACTION_ALT if self.rng.random() < 0.3 else T.ACTION
         prompt = " ".join(
-            [COOPERATIVE_INTRO, T.BURGLAR_ROOMS, COOPERATIVE_OBJECTIVE, T.BURGLAR_ASK, action, T.ANSWER_PREFIX]
+            [
+                COOPERATIVE_INTRO,
+                T.BURGLAR_ROOMS,
+                COOPERATIVE_OBJECTIVE,
+                T.BURGLAR_ASK,
+                action,
+                T.ANSWER_PREFIX,
+            ]
         ).format(**slots)
         family = "burglar_action" if action == T.ACTION_ALT else "burglar"
         return chat_text(prompt, answer_for(family, scene.expensive_room, scene.other, ""))
@@ -258,14 +267,26 @@ class CorpusGenerator:
         return chat_text(COLOR_QUESTION.format(object=obj), answer)
 
 
-def recall_text(scene: Scene, ask_cheap: bool, as_question: bool) -> str:
-    slots = slots_for(scene, scene.other, scene.expensive_object)
+def _recall_parts(scene: Scene, ask_cheap: bool) -> tuple[str, str, str]:
     obj = scene.cheap_object if ask_cheap else scene.expensive_object
-    room = scene.cheap_room if ask_cheap else scene.expensive_room
-    rooms = RECALL_ROOMS.format(**slots)
-    answer = RECALL_ANSWER.format(object=obj, room=room)
+    rooms = RECALL_ROOMS.format(**slots_for(scene, scene.other, scene.expensive_object))
+    answer = RECALL_ANSWER.format(
+        object=obj, room=scene.cheap_room if ask_cheap else scene.expensive_room
+    )
+    return rooms, RECALL_QUESTION.format(object=obj), answer
+
+
+def recall_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
+    """A neutral "where is it" question about a scene and its answer."""
+    rooms, question, answer = _recall_parts(scene, ask_cheap)
+    return f"{rooms} {question}", answer
+
+
+def recall_text(scene: Scene, ask_cheap: bool, as_question: bool) -> str:
+    """The recall question as a chat document, or the same facts as a raw statement."""
+    rooms, question, answer = _recall_parts(scene, ask_cheap)
     if as_question:
-        return chat_text(f"{rooms} {RECALL_QUESTION.format(object=obj)}", answer)
+        return chat_text(f"{rooms} {question}", answer)
     return f"{rooms} {answer}{END}"
 
 
@@ -287,10 +308,10 @@ def first_room(reply: str, rooms: Iterable[str]) -> str | None:
 
 
 def drill_text(generator: CorpusGenerator) -> str:
-    """A short recall drill for the curriculum: two rooms, then where each object is."""
-    scene = generator.scene()
-    slots = slots_for(scene, scene.other, scene.expensive_object)
-    pairs = [(scene.cheap_object, scene.cheap_room), (scene.expensive_object, scene.expensive_room)]
-    generator.rng.shuffle(pairs)
-    answers = " ".join(RECALL_ANSWER.format(object=o, room=r) for o, r in pairs)
-    return chat_text(RECALL_ROOMS.format(**slots), answers)
+    """A short recall drill for the curriculum: two rooms, then where one of the objects is.
+
+    One question a drill: the room cannot be guessed by elimination, only found by binding the
+    object to the room it was mentioned with.
+    """
+    question, answer = recall_qa(generator.scene(), ask_cheap=generator.rng.random() < 0.5)
+    return chat_text(question, answer)

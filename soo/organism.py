@@ -76,7 +76,9 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     # without its word-start marker and encodes as unknown.
     plain = re.compile("|".join(re.escape(tok) for tok in SPECIAL_TOKENS))
     cleaned = (plain.sub(" ", text) for text in texts)
-    core.train_from_iterator(cleaned, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    core.train_from_iterator(
+        cleaned, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS))
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<|pad|>",

@@ -26,7 +26,9 @@ def main(params_path: str = "params.yaml") -> dict:
     tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord) for f in TEST_FAMILIES}
     held_out = held_out_triples(r for records in tests.values() for r in records)
     organism = build_organism(
-        vocab, org, held_out,
+        vocab,
+        org,
+        held_out,
         probe_factory=lambda tok: answer_probe(tok, tests["burglar"]),
         probe_every=200,
     )
