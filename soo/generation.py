@@ -28,7 +28,9 @@ def generate(
 ) -> list[str]:
     """Greedy replies (new text only) to each prompt, in order."""
     tokenizer.padding_side = "left"
-    texts = [format_prompt(tokenizer, p, chat and tokenizer.chat_template is not None) for p in prompts]
+    texts = [
+        format_prompt(tokenizer, p, chat and tokenizer.chat_template is not None) for p in prompts
+    ]
     replies: list[str] = []
     model.eval()
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):

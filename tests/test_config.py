@@ -48,7 +48,10 @@ BAD = [
     ({"scenarios.train_items": []}, r"scenarios\.train_items: must list at least one item"),
     ({"scenarios.n_test": 10**9}, r"scenarios\.n_test: must be <= 133980 .*got 1000000000"),
     ({"scenarios.vocabulary": "nope"}, r"scenarios\.vocabulary: 'nope' is neither a packaged"),
-    ({"surprise": 1}, r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, train"),
+    (
+        {"surprise": 1},
+        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, train",
+    ),
 ]
 
 
