@@ -157,11 +157,19 @@ class OrganismModelParams(Section):
 class OrganismTrainParams(Section):
     """How the organism is trained from scratch."""
 
-    steps: int = Field(2000, gt=0, description="Optimizer steps on the main corpus.")
+    steps: int = Field(3000, gt=0, description="Optimizer steps on the main corpus.")
     curriculum_steps: int = Field(
         2000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
     )
-    batch_size: int = Field(64, gt=0, description="Documents per step.")
+    curriculum_target: float = Field(
+        0.95,
+        ge=0,
+        le=1.01,
+        description="End the drills early once the probe's room recall reaches this (above 1: "
+        "never).",
+    )
+    drill_batch_size: int = Field(64, gt=0, description="Drills per step in the curriculum.")
+    batch_size: int = Field(32, gt=0, description="Corpus documents per step.")
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")

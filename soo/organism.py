@@ -158,50 +158,56 @@ def train_organism(
     probe: Callable[[LlamaForCausalLM], dict[str, float]] | None = None,
     probe_every: int = 0,
 ) -> TrainResult:
-    """Curriculum on recall drills, then the mixed corpus; AdamW, warm-up then cosine decay."""
+    """Recall drills at the peak learning rate until the probe's recall reaches
+    `curriculum_target` (or `curriculum_steps` run out), then the mixed corpus with cosine decay."""
     t = params.train
     if t.threads:
         torch.set_num_threads(t.threads)
     rng = random.Random(params.seed)
     answers_only = t.loss_on == "answers"
-    drill_ids = encode_documents(tokenizer, drills, answers_only) if drills else []
-    doc_ids = encode_documents(tokenizer, docs, answers_only)
-    total = t.curriculum_steps + t.steps
+    pad = tokenizer.pad_token_id
+    phases = [
+        ("drill", t.curriculum_steps, drills, t.drill_batch_size),
+        ("corpus", t.steps, docs, t.batch_size),
+    ]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
     )
-
-    def schedule(step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
-        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    pad = tokenizer.pad_token_id
-    drill_batches = _batches(drill_ids, t.batch_size, pad, rng) if drill_ids else None
-    doc_batches = _batches(doc_ids, t.batch_size, pad, rng)
     model.train()
     history: list[dict[str, float]] = []
-    start, loss_ema = time.perf_counter(), None
-    bar = tqdm(range(total), desc="organism", unit="step", mininterval=2)
-    for step in bar:
-        phase = "drill" if drill_batches is not None and step < t.curriculum_steps else "corpus"
-        input_ids, mask, labels = next(drill_batches if phase == "drill" else doc_batches)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.set_postfix(phase=phase, loss=f"{loss_ema:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-        if probe and probe_every and ((step + 1) % probe_every == 0 or step + 1 == total):
-            model.eval()
-            row = {"step": step + 1, "loss": loss_ema, **probe(model)}
-            model.train()
-            history.append(row)
-            log.info("probe %s", " | ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    start, loss_ema, step = time.perf_counter(), None, 0
+    bar = tqdm(total=t.curriculum_steps + t.steps, desc="organism", unit="step", mininterval=2)
+    for phase, steps, texts, batch_size in phases:
+        if not steps or not texts:
+            continue
+        batches = _batches(encode_documents(tokenizer, texts, answers_only), batch_size, pad, rng)
+        for i in range(steps):
+            warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
+            decay = 1.0 if phase == "drill" else 0.1 + 0.45 * (1 + math.cos(math.pi * i / steps))
+            for group in optimizer.param_groups:
+                group["lr"] = t.lr * warm * decay
+            input_ids, mask, labels = next(batches)
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+            bar.update()
+            bar.set_postfix(phase=phase, loss=f"{loss_ema:.3f}", lr=f"{t.lr * warm * decay:.1e}")
+            if probe and probe_every and (i + 1) % probe_every == 0:
+                model.eval()
+                row = {"step": step, "phase_step": i + 1, "loss": loss_ema, **probe(model)}
+                model.train()
+                history.append({"phase": phase, **row})
+                log.info("probe %s %s", phase, " | ".join(f"{k} {v:.3g}" for k, v in row.items()))
+                if phase == "drill" and row.get("recall", 0.0) >= t.curriculum_target:
+                    log.info("recall %.3f >= %.2f: drills done", row["recall"], t.curriculum_target)
+                    break
+    bar.close()
     model.eval()
-    return TrainResult(total, time.perf_counter() - start, float(loss_ema or 0.0), history)
+    return TrainResult(step, time.perf_counter() - start, float(loss_ema or 0.0), history)
 
 
 def save_organism(

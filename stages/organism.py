@@ -3,15 +3,16 @@
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from soo.config import load_params
-from soo.corpus import held_out_triples
+from soo.corpus import CorpusGenerator, held_out_triples
 from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
-from soo.organism import build_organism, save_organism
+from soo.organism import build_organism, corpus_spec, save_organism
 from soo.organism_metrics import OrganismMetrics, answer_probe, measure_organism, targets
 from soo.runtime import run_entry
-from soo.scenarios import TEST_FAMILIES
+from soo.scenarios import TEST_FAMILIES, scenario_record
 from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("stages.organism")
@@ -25,11 +26,14 @@ def main(params_path: str = "params.yaml") -> dict:
     folder = Path(params.scenarios.output_dir)
     tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord) for f in TEST_FAMILIES}
     held_out = held_out_triples(r for records in tests.values() for r in records)
+    # Probes during training use validation scenes: neither test records nor held-out triples.
+    scenes = CorpusGenerator(vocab, replace(corpus_spec(org), seed=org.seed + 1), held_out)
+    validation = [scenario_record("burglar", i, scenes.scene(), vocab) for i in range(96)]
     organism = build_organism(
         vocab,
         org,
         held_out,
-        probe_factory=lambda tok: answer_probe(tok, tests["burglar"]),
+        probe_factory=lambda tok: answer_probe(tok, validation),
         probe_every=200,
     )
     save_organism(organism.model, organism.tokenizer, org.output_dir)
