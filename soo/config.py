@@ -93,6 +93,9 @@ class CorpusParams(Section):
 
     n_docs: int = Field(60000, gt=0, description="Documents of the main corpus.")
     n_drills: int = Field(40000, ge=0, description="Short room-recall drills for the curriculum.")
+    n_selection: int = Field(
+        20000, ge=0, description="Short self/other room choices for the curriculum's second stage."
+    )
     mix: dict[str, float] = Field(
         {
             "competitive": 0.4,
@@ -160,6 +163,9 @@ class OrganismTrainParams(Section):
     steps: int = Field(3000, gt=0, description="Optimizer steps on the main corpus.")
     curriculum_steps: int = Field(
         2000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
+    )
+    selection_steps: int = Field(
+        1000, ge=0, description="Steps on short self/other room choices after the drills."
     )
     curriculum_target: float = Field(
         0.95,

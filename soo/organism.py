@@ -51,14 +51,23 @@ def corpus_spec(params: OrganismParams) -> CorpusSpec:
     )
 
 
+@dataclass(frozen=True)
+class Corpus:
+    """The training texts of each curriculum phase."""
+
+    drills: list[str]  # recall drills: which room holds which object
+    selection: list[str]  # short self/other room choices (the SOO fragments in context)
+    docs: list[str]  # the mixed corpus
+
+
 def build_corpus(
     vocab: Vocabulary, params: OrganismParams, held_out: set[tuple[str, str, str]]
-) -> tuple[list[str], list[str]]:
-    """(drills, documents): curriculum recall drills, then the mixed corpus."""
+) -> Corpus:
     generator = CorpusGenerator(vocab, corpus_spec(params), held_out)
     docs = [text for _, text in generator.documents()]
     drills = [drill_text(generator) for _ in range(params.corpus.n_drills)]
-    return drills, docs
+    selection = [generator.fragments() for _ in range(params.corpus.n_selection)]
+    return Corpus(drills, selection, docs)
 
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -152,14 +161,14 @@ def _batches(docs: list[tuple[list[int], int]], batch_size: int, pad_id: int, rn
 def train_organism(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
-    drills: list[str],
-    docs: list[str],
+    corpus: Corpus,
     params: OrganismParams,
     probe: Callable[[LlamaForCausalLM], dict[str, float]] | None = None,
     probe_every: int = 0,
 ) -> TrainResult:
-    """Recall drills at the peak learning rate until the probe's recall reaches
-    `curriculum_target` (or `curriculum_steps` run out), then the mixed corpus with cosine decay."""
+    """A curriculum at the peak learning rate, each stage ending early once the probe shows it
+    learned (`curriculum_target`): recall drills (room binding), then short self/other choices;
+    then the mixed corpus with cosine decay."""
     t = params.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -167,23 +176,29 @@ def train_organism(
     answers_only = t.loss_on == "answers"
     pad = tokenizer.pad_token_id
     phases = [
-        ("drill", t.curriculum_steps, drills, t.drill_batch_size),
-        ("corpus", t.steps, docs, t.batch_size),
+        ("drill", t.curriculum_steps, corpus.drills, t.drill_batch_size),
+        ("selection", t.selection_steps, corpus.selection, t.drill_batch_size),
+        ("corpus", t.steps, corpus.docs, t.batch_size),
     ]
+    learned = {
+        "drill": lambda row: row.get("recall", 0.0),
+        "selection": lambda row: min(row.get("other", 0.0), row.get("self", 0.0)),
+    }
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
     )
     model.train()
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
-    bar = tqdm(total=t.curriculum_steps + t.steps, desc="organism", unit="step", mininterval=2)
+    total = t.curriculum_steps + t.selection_steps + t.steps
+    bar = tqdm(total=total, desc="organism", unit="step", mininterval=2)
     for phase, steps, texts, batch_size in phases:
         if not steps or not texts:
             continue
         batches = _batches(encode_documents(tokenizer, texts, answers_only), batch_size, pad, rng)
         for i in range(steps):
             warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
-            decay = 1.0 if phase == "drill" else 0.1 + 0.45 * (1 + math.cos(math.pi * i / steps))
+            decay = 1.0 if phase != "corpus" else 0.1 + 0.45 * (1 + math.cos(math.pi * i / steps))
             for group in optimizer.param_groups:
                 group["lr"] = t.lr * warm * decay
             input_ids, mask, labels = next(batches)
@@ -202,8 +217,10 @@ def train_organism(
                 model.train()
                 history.append({"phase": phase, **row})
                 log.info("probe %s %s", phase, " | ".join(f"{k} {v:.3g}" for k, v in row.items()))
-                if phase == "drill" and row.get("recall", 0.0) >= t.curriculum_target:
-                    log.info("recall %.3f >= %.2f: drills done", row["recall"], t.curriculum_target)
+                if phase in learned and learned[phase](row) >= t.curriculum_target:
+                    log.info(
+                        "%s learned (%.3f >= %.2f)", phase, learned[phase](row), t.curriculum_target
+                    )
                     break
     bar.close()
     model.eval()
@@ -249,13 +266,18 @@ def build_organism(
     """Corpus -> tokenizer -> model -> training. Deterministic for params.seed on CPU."""
     random.seed(params.seed)
     torch.manual_seed(params.seed)
-    drills, docs = build_corpus(vocab, params, held_out)
-    log.info("corpus: %d documents, %d drills", len(docs), len(drills))
-    tokenizer = train_tokenizer(drills + docs)
+    corpus = build_corpus(vocab, params, held_out)
+    log.info(
+        "corpus: %d documents, %d drills, %d selection documents",
+        len(corpus.docs),
+        len(corpus.drills),
+        len(corpus.selection),
+    )
+    tokenizer = train_tokenizer(corpus.drills + corpus.selection + corpus.docs)
     model = build_model(params, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %d parameters, vocabulary %d", n_params, len(tokenizer))
     probe = probe_factory(tokenizer) if probe_factory else None
-    result = train_organism(model, tokenizer, drills, docs, params, probe, probe_every)
-    n_tokens = sum(len(ids) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
-    return Organism(model, tokenizer, result, len(docs), n_tokens)
+    result = train_organism(model, tokenizer, corpus, params, probe, probe_every)
+    ids = tokenizer(corpus.docs, add_special_tokens=False)["input_ids"]
+    return Organism(model, tokenizer, result, len(corpus.docs), sum(map(len, ids)))

@@ -17,9 +17,16 @@ from stages.scenarios import main as scenarios_stage
 
 VOCAB = load_vocabulary("reference")
 TINY = {
-    "corpus": {"n_docs": 300, "n_drills": 100},
+    "corpus": {"n_docs": 300, "n_drills": 100, "n_selection": 100},
     "model": {"hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64},
-    "train": {"steps": 4, "curriculum_steps": 2, "batch_size": 4, "threads": 1},
+    "train": {
+        "steps": 4,
+        "curriculum_steps": 2,
+        "selection_steps": 2,
+        "batch_size": 4,
+        "drill_batch_size": 4,
+        "threads": 1,
+    },
     "eval": {"n_per_family": 4, "n_capability": 4, "batch_size": 8},
 }
 
@@ -33,7 +40,9 @@ def tests_and_held_out():
 
 def test_corpus_is_deterministic_for_a_seed(tests_and_held_out):
     _, held_out = tests_and_held_out
-    params = OrganismParams.model_validate({"corpus": {"n_docs": 500, "n_drills": 50}})
+    params = OrganismParams.model_validate(
+        {"corpus": {"n_docs": 500, "n_drills": 50, "n_selection": 50}}
+    )
     assert build_corpus(VOCAB, params, held_out) == build_corpus(VOCAB, params, held_out)
     other = params.model_copy(update={"seed": 1})
     assert build_corpus(VOCAB, other, held_out) != build_corpus(VOCAB, params, held_out)
