@@ -308,10 +308,17 @@ def first_room(reply: str, rooms: Iterable[str]) -> str | None:
 
 
 def drill_text(generator: CorpusGenerator) -> str:
-    """A short recall drill for the curriculum: two rooms, then where one of the objects is.
+    """A short recall drill for the curriculum: two rooms, then where one object is or, in half
+    of them, where each object is.
 
-    One question a drill: the room cannot be guessed by elimination, only found by binding the
-    object to the room it was mentioned with.
+    One question can only be answered by binding the object to its room; the second question of
+    a pair also trains the complement ("the other room"), which recommending a room to someone
+    else needs.
     """
-    question, answer = recall_qa(generator.scene(), ask_cheap=generator.rng.random() < 0.5)
-    return chat_text(question, answer)
+    scene, rng = generator.scene(), generator.rng
+    ask_cheap = rng.random() < 0.5
+    question, answer = recall_qa(scene, ask_cheap)
+    if rng.random() < 0.5:
+        return chat_text(question, answer)
+    _, other_answer = recall_qa(scene, not ask_cheap)
+    return chat_text(question, f"{answer} {other_answer}")
