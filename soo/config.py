@@ -160,12 +160,12 @@ class OrganismModelParams(Section):
 class OrganismTrainParams(Section):
     """How the organism is trained from scratch."""
 
-    steps: int = Field(3000, gt=0, description="Optimizer steps on the main corpus.")
+    steps: int = Field(2000, gt=0, description="Optimizer steps on the main corpus.")
     curriculum_steps: int = Field(
         2000, ge=0, description="Steps on short recall drills first (cheap; teaches room binding)."
     )
     selection_steps: int = Field(
-        1000, ge=0, description="Steps on short self/other room choices after the drills."
+        600, ge=0, description="Steps on short self/other room choices after the drills."
     )
     curriculum_target: float = Field(
         0.95,
