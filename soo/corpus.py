@@ -39,7 +39,6 @@ COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "
 DROPPABLE = ("intro", "objective", "ask", "answer_prefix")
 
 KINDS = ("competitive", "fragments", "perspectives", "cooperative", "recall", "facts")
-NEUTRAL_KINDS = ("recall", "facts")
 
 
 @dataclass(frozen=True)
