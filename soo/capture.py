@@ -33,6 +33,7 @@ class ActivationCapture:
             raise ValueError("ActivationCapture needs at least one module")
         self.model, self.modules, self.early_exit = model, dict(modules), early_exit
         self.outputs: dict[str, torch.Tensor] = {}
+        self.model_output: Any = None  # the model's own output when the forward ran to the end
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._last = list(self.modules)[-1]
         self._stopping = False
@@ -56,11 +57,12 @@ class ActivationCapture:
         return hook
 
     def run(self, **inputs: Any) -> dict[str, torch.Tensor]:
-        """One forward pass; returns the captured outputs (graph attached)."""
-        self.outputs = {}
+        """One forward pass; returns the captured outputs (graph attached). Without early exit the
+        model's output (logits) is kept in ``model_output``."""
+        self.outputs, self.model_output = {}, None
         self._stopping = self.early_exit
         try:
-            self.model(**inputs)
+            self.model_output = self.model(**inputs)
         except _StopForward:
             pass
         finally:

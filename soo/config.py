@@ -230,6 +230,39 @@ class LoraParams(Section):
     )
 
 
+class ModelParams(Section):
+    """The base model SOO fine-tunes: the organism by default, or any causal LM folder or hub id."""
+
+    name_or_path: str = Field(
+        "models/organism",
+        description="A transformers model folder (default: the organism the pipeline builds) or "
+        "a hub id. DVC tracks it as a dependency, so download hub models to a folder first.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = float32 on CPU, bfloat16 on GPU."
+    )
+    load_in_4bit: bool = Field(
+        False, description="NF4 4-bit base weights through bitsandbytes (GPU only; paper: on)."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run code shipped with the model repository. Off unless you trust it."
+    )
+
+
+class CapabilityParams(Section):
+    """Optional capability-retention term (not in the paper, whose weight is 0)."""
+
+    weight: float = Field(
+        0.0, ge=0, description="Weight of KL(base || tuned) on neutral prompts; 0 = paper."
+    )
+    prompts: str | None = Field(
+        None,
+        description="JSONL of neutral prompts (records with a `text` field); needed when weight "
+        "> 0.",
+    )
+    batch_size: int = Field(4, gt=0, description="Neutral prompts per optimizer step.")
+
+
 class TrainParams(Section):
     """SOO fine-tuning. Defaults follow the paper (arXiv 2412.16325, Mistral-7B)."""
 
@@ -254,13 +287,58 @@ class TrainParams(Section):
     )
     lora: LoraParams = Field(default_factory=LoraParams, description="LoRA adapter settings.")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (paper: 1e-4).")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning-rate schedule after warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (torch's default).")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this; null = no clipping (paper)."
+    )
     epochs: int = Field(15, gt=0, description="Passes over the training pairs (paper: 15).")
     batch_size: int = Field(4, gt=0, description="Pairs per optimizer step (paper: 4).")
+    grad_accum_steps: int = Field(
+        1, gt=0, description="Micro-batches per optimizer step; the loss is divided by it."
+    )
     seeds: list[int] = Field(
         [0, 1, 2], min_length=1, description="One SOO model per seed (paper: 5 seeds)."
     )
-    num_workers: int = Field(1, gt=0, description="Ray Train workers.")
+    capability: CapabilityParams = Field(
+        default_factory=CapabilityParams, description="Capability-retention term."
+    )
+    early_exit: bool = Field(
+        True, description="Stop the forward after the SOO layer (no later layers, no LM head)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute layer activations in backward to save memory."
+    )
+    num_workers: int = Field(1, gt=0, description="Ray Train workers (data parallel).")
     use_gpu: bool = Field(False, description="Run Ray Train workers on GPUs.")
+    cpus_per_worker: int = Field(1, gt=0, description="CPUs Ray reserves for each worker.")
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join (e.g. ray://head:10001); null = RAY_ADDRESS if set, "
+        "else a local Ray started for the run.",
+    )
+    storage_path: str = Field(
+        "runs/ray",
+        description="Where Ray keeps checkpoints (shared storage such as NFS or s3:// on a "
+        "cluster). A rerun with the same settings resumes from its latest checkpoint.",
+    )
+    checkpoint_every: int = Field(
+        5,
+        gt=0,
+        description="Checkpoint every this many epochs (and after the last). Each checkpoint is a "
+        "synchronisation through Ray Train, about 1.5 s on CPU.",
+    )
+    max_failures: int = Field(
+        2, ge=-1, description="Worker failures Ray Train recovers from (-1 = unlimited)."
+    )
+    log_every: int = Field(1, gt=0, description="Print a progress line every this many steps.")
+    output_dir: str = Field("models/soo", description="Adapters go to <output_dir>/seed_<s>/.")
+    metrics_dir: str = Field(
+        "metrics", description="Training metrics go to <metrics_dir>/train_seed_<s>.json."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
@@ -277,13 +355,38 @@ class TrainParams(Section):
             )
         if len(set(self.seeds)) != len(self.seeds):
             raise cross_field_error("seeds", f"must not repeat a seed, got {self.seeds}")
-        if self.batch_size % self.num_workers:
+        shards = self.num_workers * self.grad_accum_steps
+        if self.batch_size % shards:
             raise cross_field_error(
                 "batch_size",
-                f"must be divisible by num_workers ({self.num_workers}) so every worker gets an "
-                f"equal share of the global batch, got {self.batch_size}",
+                f"must be divisible by num_workers x grad_accum_steps ({self.num_workers} x "
+                f"{self.grad_accum_steps}) so every micro-batch has the same size, got "
+                f"{self.batch_size}",
+            )
+        if self.capability.weight > 0 and not self.capability.prompts:
+            raise cross_field_error(
+                "capability.prompts",
+                "is needed when capability.weight > 0: give a JSONL of neutral prompts with a "
+                "`text` field, or set capability.weight: 0",
             )
         return self
+
+
+class TrackingParams(Section):
+    """Experiment tracking (MLflow)."""
+
+    backend: Literal["mlflow", "none"] = Field("mlflow", description="mlflow or none.")
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; null = MLFLOW_TRACKING_URI if set, else the local "
+        "store sqlite:///mlflow.db in the project.",
+    )
+    experiment: str = Field("soo-pipeline", min_length=1, description="MLflow experiment name.")
+    required: bool = Field(
+        False,
+        description="false: an unreachable tracking server is reported and skipped; true: the "
+        "run stops before doing any work.",
+    )
 
 
 class Params(Section):
@@ -295,7 +398,11 @@ class Params(Section):
     organism: OrganismParams = Field(
         default_factory=OrganismParams, description="The embedded model organism."
     )
+    model: ModelParams = Field(default_factory=ModelParams, description="Base model.")
     train: TrainParams = Field(default_factory=TrainParams, description="SOO fine-tuning.")
+    tracking: TrackingParams = Field(
+        default_factory=TrackingParams, description="Experiment tracking."
+    )
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -66,6 +66,13 @@ class PairRecord(Record):
     template_version: str = Field(description="Version of soo.templates that wrote the pair.")
 
 
+class TextRecord(Record):
+    """A neutral text or prompt (capability term and checks)."""
+
+    id: str | None = Field(None, description="Optional identifier.")
+    text: str = Field(min_length=1, description="The text.")
+
+
 R = TypeVar("R", bound=Record)
 
 

@@ -26,7 +26,10 @@ def align(
     full: token i of the self prompt with token i of the other prompt, real tokens only (right
     padding; each pair must have the same number of real tokens); last: the last real token of
     each prompt; mean: the masked mean over real tokens.
+    The weights give every pair the same total weight 1 / B, whatever its length: a batch's loss
+    is the mean of its pairs' losses, so batches split across workers average to the same value.
     """
+    batch = self_acts.shape[0]
     if alignment == "full":
         n_self, n_other = self_mask.sum(1), other_mask.sum(1)
         unequal = (n_self != n_other).nonzero().flatten().tolist()
@@ -39,20 +42,18 @@ def align(
             )
         width = int(n_self.max())
         keep = self_mask[:, :width].bool()  # (B, W), equal to the other mask on the same span
-        return (
-            self_acts[:, :width][keep],
-            other_acts[:, :width][keep],
-            torch.ones(int(keep.sum()), device=self_acts.device),
-        )
+        per_token = (1.0 / (n_self.float() * batch))[:, None].expand(-1, width)  # (B, W)
+        return self_acts[:, :width][keep], other_acts[:, :width][keep], per_token[keep]
+    uniform = torch.full((batch,), 1.0 / batch, device=self_acts.device)
     if alignment == "last":
-        rows = torch.arange(self_acts.shape[0], device=self_acts.device)
+        rows = torch.arange(batch, device=self_acts.device)
         s = self_acts[rows, self_mask.sum(1) - 1]  # (B, D)
         o = other_acts[rows, other_mask.sum(1) - 1]
-        return s, o, torch.ones(s.shape[0], device=s.device)
+        return s, o, uniform
     if alignment == "mean":
         s = (self_acts * self_mask[..., None]).sum(1) / self_mask.sum(1, keepdim=True)
         o = (other_acts * other_mask[..., None]).sum(1) / other_mask.sum(1, keepdim=True)
-        return s, o, torch.ones(s.shape[0], device=s.device)
+        return s, o, uniform
     raise ValueError(f"unknown alignment {alignment!r}: use full, last or mean")
 
 
@@ -64,13 +65,15 @@ def soo_mse(
     alignment: Alignment = "full",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The paper's SOO loss: mean squared error between self and other activations, averaged over
-    the captured modules. Diagnostics per module: mse, cosine similarity and the norm ratio
-    |other| / |self| of the matched vectors."""
+    the captured modules. Per pair it is the mean over the matched tokens and hidden units; a
+    batch's loss is the mean over its pairs (pairs of equal length: the plain MSE of the batch).
+    Diagnostics per module: mse, cosine similarity and the norm ratio |other| / |self| of the
+    matched vectors."""
     losses, diagnostics = [], {}
     for name in self_acts:
-        s, o, _ = align(self_acts[name], other_acts[name], self_mask, other_mask, alignment)
+        s, o, weight = align(self_acts[name], other_acts[name], self_mask, other_mask, alignment)
         s, o = s.float(), o.float()
-        mse = F.mse_loss(s, o)  # mean over matched vectors and hidden units
+        mse = (weight * (s - o).pow(2).mean(-1)).sum()  # (N,) -> ()
         losses.append(mse)
         with torch.no_grad():
             diagnostics[f"{name}/mse"] = mse.item()
@@ -98,3 +101,21 @@ def legacy_logit_kl(
         / self_logits.shape[0]
     )
     return kl, {"legacy_kl": kl.item()}
+
+
+def capability_kl(
+    logits: torch.Tensor,  # (B, T, V) of the model being trained
+    base_logits: torch.Tensor,  # (B, T, V) of the frozen base model on the same prompts
+    mask: torch.Tensor,  # (B, T)
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Capability retention: KL(base || tuned) of the next-token distributions on neutral prompts,
+    the mean over each prompt's real tokens, then over prompts."""
+    per_token = F.kl_div(
+        F.log_softmax(logits.float(), dim=-1),
+        F.log_softmax(base_logits.float(), dim=-1),
+        log_target=True,
+        reduction="none",
+    ).sum(-1)  # (B, T)
+    weight = mask.float() / (mask.sum(1, keepdim=True).float() * mask.shape[0])
+    kl = (per_token * weight).sum()
+    return kl, {"capability_kl": kl.item()}

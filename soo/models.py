@@ -45,7 +45,7 @@ def load_model(
     only what is already in the local cache loads.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    source = _check_source(name_or_path)
+    source = check_source(name_or_path)
     if load_in_4bit and not device.startswith("cuda"):
         raise ModelError(
             f"model.load_in_4bit: 4-bit loading (bitsandbytes) needs a GPU, this run is on "
@@ -78,7 +78,7 @@ def load_model(
     return model, tokenizer
 
 
-def _check_source(name_or_path: str) -> str:
+def check_source(name_or_path: str) -> str:
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith(".") or path.exists()
     looks_hub = re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) is not None

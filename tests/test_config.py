@@ -38,7 +38,7 @@ BAD = [
     ({"train.seeds": [1, 1]}, r"train\.seeds: must not repeat a seed"),
     (
         {"train.batch_size": 3, "train.num_workers": 2},
-        r"train\.batch_size: must be divisible by num_workers \(2\)",
+        r"train\.batch_size: must be divisible by num_workers x grad_accum_steps \(2 x 1\)",
     ),
     (
         {"scenarios.train_items": ["luxury watch", "leather wallet"]},
@@ -50,7 +50,7 @@ BAD = [
     ({"scenarios.vocabulary": "nope"}, r"scenarios\.vocabulary: 'nope' is neither a packaged"),
     (
         {"surprise": 1},
-        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, train",
+        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, tracking",
     ),
 ]
 

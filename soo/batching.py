@@ -1,0 +1,54 @@
+"""Tokenized, right-padded batches: self and other prompts of a batch go through ONE forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from soo.data import PairRecord
+
+
+def pad_right(
+    rows: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (ids, mask), both (N, T), real tokens first. T is the longest row
+    (dynamic padding) or ``pad_to`` when that is longer."""
+    width = max(max(len(r) for r in rows), pad_to or 0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    return tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+
+
+def collate_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[PairRecord],
+    neutral: Sequence[str] = (),
+    pad_to: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One batch for one forward: rows [0, B) are the self prompts, [B, 2B) the matching other
+    prompts, then any neutral prompts (capability term). Right padding keeps token i of a self
+    prompt in the same column as token i of its other prompt."""
+    rows = encode(tokenizer, [p.self_prompt for p in pairs])
+    rows += encode(tokenizer, [p.other_prompt for p in pairs])
+    rows += encode(tokenizer, neutral) if neutral else []
+    ids, mask = pad_right(rows, tokenizer.pad_token_id, pad_to)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def unequal_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairRecord]) -> list[str]:
+    """Ids of pairs whose self and other prompts differ in token length (`full` needs equal)."""
+    lengths = zip(
+        encode(tokenizer, [p.self_prompt for p in pairs]),
+        encode(tokenizer, [p.other_prompt for p in pairs]),
+        strict=True,
+    )
+    return [p.id for p, (s, o) in zip(pairs, lengths, strict=True) if len(s) != len(o)]

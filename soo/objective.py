@@ -1,0 +1,115 @@
+"""The SOO objective on one model: LoRA wrapping, the module DDP wraps, and the loss of one batch.
+
+Shared by the Ray worker loop (soo.train) and the throughput benchmark, so both measure the same
+computation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from soo.capture import ActivationCapture
+from soo.config import LoraParams, TrainParams
+from soo.loss import capability_kl, legacy_logit_kl, soo_mse
+from soo.models import resolve_layer, resolve_modules
+
+log = logging.getLogger(__name__)
+
+
+def needs_logits(train: TrainParams) -> bool:
+    """Whether the loss needs the full forward (final logits) rather than the SOO layer only."""
+    return train.loss == "legacy_logit_kl" or train.capability.weight > 0
+
+
+def add_lora(model: nn.Module, train: TrainParams, seed: int) -> PeftModel:
+    """Wrap `model` with LoRA adapters initialised from `seed`.
+
+    With the paper's loss (MSE at one layer, no capability term) adapters in the layers above the
+    SOO layer never receive a gradient and stay at their zero update, so they are left out: the
+    same function of the inputs, less memory, and DDP finds no unused parameters.
+    """
+    lora: LoraParams = train.lora
+    top = None if needs_logits(train) else resolve_layer(model, train.layer)
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        layers_to_transform=None if top is None else list(range(top + 1)),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        first = str(err).splitlines()[0]
+        from soo.models import ModelError
+
+        raise ModelError(
+            f"train.lora.target_modules {list(lora.target_modules)}: {first}; name modules of "
+            "this model (e.g. q_proj, v_proj for Llama and Mistral)"
+        ) from None
+
+
+class SooForward(nn.Module):
+    """What DDP wraps: one forward over a [self; other; neutral] batch that returns the captured
+    activations (name -> (N, T, D)) and, when the forward ran to the end, "logits".
+
+    The capture hooks are registered once, after LoRA wrapping, and stay until `close()`, so a
+    backward that recomputes layers (gradient checkpointing) still finds them. The early exit is
+    caught inside this forward, so DDP always sees a forward that returned.
+    """
+
+    def __init__(self, model: nn.Module, train: TrainParams):
+        super().__init__()
+        self.model = model
+        modules = resolve_modules(model, train.module, train.layer)
+        early = train.early_exit and not needs_logits(train)
+        self.capture = ActivationCapture(model, modules, early_exit=early).__enter__()
+        self.names = list(modules)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        outputs = self.capture.run(input_ids=input_ids, attention_mask=attention_mask)
+        if self.capture.model_output is not None:
+            outputs["logits"] = self.capture.model_output.logits
+        return outputs
+
+    def close(self) -> None:
+        self.capture.__exit__(None, None, None)
+
+
+def batch_loss(
+    outputs: dict[str, torch.Tensor],
+    attention_mask: torch.Tensor,  # (2B + C, T)
+    n_pairs: int,
+    train: TrainParams,
+    base_logits: torch.Tensor | None = None,  # (C, T, V): frozen base on the neutral rows
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one batch from one forward's outputs; rows as `soo.batching.collate_pairs`."""
+    b = n_pairs
+    self_mask, other_mask = attention_mask[:b], attention_mask[b : 2 * b]
+    acts = {name: out for name, out in outputs.items() if name != "logits"}
+    mse, diagnostics = soo_mse(
+        {n: a[:b] for n, a in acts.items()},
+        {n: a[b : 2 * b] for n, a in acts.items()},
+        self_mask,
+        other_mask,
+        train.alignment,
+    )
+    if train.loss == "mse":
+        loss = mse
+    else:
+        logits = outputs["logits"]
+        loss, extra = legacy_logit_kl(logits[:b], logits[b : 2 * b])
+        diagnostics.update(extra)
+    diagnostics["soo_mse"] = mse.item()
+    if train.capability.weight > 0:
+        kl, extra = capability_kl(outputs["logits"][2 * b :], base_logits, attention_mask[2 * b :])
+        loss = loss + train.capability.weight * kl
+        diagnostics.update(extra)
+    diagnostics["loss"] = loss.item()
+    return loss, diagnostics

@@ -1,0 +1,420 @@
+"""SOO fine-tuning with Ray Train: the per-worker loop and the driver that runs it.
+
+Each worker loads the base model, wraps it with LoRA (peft), and trains on its share of every
+global batch (`DistributedSampler`: with W workers rank r takes every W-th pair of the same
+shuffled order, so a global batch holds the same pairs for any W). Gradients are averaged by DDP
+(`ray.train.torch.prepare_model`); each pair weighs the same in the loss, so W workers take the same
+steps as one worker on the same global batch. Rank 0 reports a checkpoint (safetensors + JSON)
+every `checkpoint_every` epochs; after a worker failure Ray restarts the workers (FailureConfig)
+and they resume from the latest checkpoint, as does a rerun of the same run after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from transformers import get_scheduler
+
+from soo.batching import collate_pairs
+from soo.checkpointing import load_checkpoint, save_checkpoint
+from soo.config import TrainParams
+from soo.data import PairRecord, read_jsonl
+from soo.errors import SooError
+from soo.objective import SooForward, add_lora, batch_loss
+from soo.tracking import NullTracker, TrackerSpec, attach_tracker
+
+log = logging.getLogger(__name__)
+
+# Fault drills (tests, and `SOO_FAULT_KILL_AFTER_EPOCH` + `SOO_FAULT_MARKER` in the stage's
+# environment): rank 0 kills itself (SIGKILL) once, after the checkpoint of that epoch, and leaves
+# the marker file so the restarted worker carries on.
+FAULT_ENV = "SOO_FAULT_KILL_AFTER_EPOCH"
+FAULT_MARKER_ENV = "SOO_FAULT_MARKER"
+
+
+class TrainError(SooError):
+    """Training could not run or did not finish."""
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs, as plain data (paths absolute: workers run elsewhere)."""
+
+    model: dict[str, Any]
+    train: dict[str, Any]
+    pairs_path: str
+    seed: int
+    neutral: list[str] = field(default_factory=list)
+    tracker: TrackerSpec = field(default_factory=lambda: TrackerSpec("none"))
+    fault: tuple[int, str] | None = None  # (epoch, marker file): a fault drill, see FAULT_ENV
+
+    @property
+    def train_params(self) -> TrainParams:
+        return TrainParams.model_validate(self.train)
+
+    def fingerprint(self) -> str:
+        """Identifies the computation: a rerun resumes only a run with the same fingerprint."""
+        ignore = {
+            "num_workers",
+            "use_gpu",
+            "cpus_per_worker",
+            "ray_address",
+            "storage_path",
+            "log_every",
+            "max_failures",
+            "output_dir",
+            "metrics_dir",
+            "seeds",
+        }
+        train = {k: v for k, v in self.train.items() if k not in ignore}
+        digest = hashlib.sha256(Path(self.pairs_path).read_bytes())
+        blob = json.dumps([self.model, train, self.seed, self.neutral], sort_keys=True)
+        digest.update(blob.encode())
+        return digest.hexdigest()[:12]
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    summary: dict[str, Any]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker: runs on every worker process."""
+    import ray.train
+    import ray.train.torch
+
+    from soo.models import load_model
+    from soo.runtime import configure
+
+    configure()
+    job: TrainJob = config["job"]
+    train = job.train_params
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(job.seed)
+
+    model, tokenizer = load_model(
+        job.model["name_or_path"],
+        dtype=job.model["dtype"],
+        load_in_4bit=job.model["load_in_4bit"],
+        trust_remote_code=job.model["trust_remote_code"],
+        device=str(device),
+    )
+    peft_model = add_lora(model, train, job.seed)
+    if train.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+        peft_model.enable_input_require_grads()
+    peft_model.train()
+    forward = SooForward(peft_model, train)
+    ddp = ray.train.torch.prepare_model(forward, move_to_device=not job.model["load_in_4bit"])
+
+    pairs = read_jsonl(job.pairs_path, PairRecord)
+    local_batch = train.batch_size // world
+    micro = local_batch // train.grad_accum_steps
+    sampler = DistributedSampler(pairs, num_replicas=world, rank=rank, shuffle=True, seed=job.seed)
+    loader = DataLoader(pairs, batch_size=local_batch, sampler=sampler, collate_fn=list)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * train.epochs
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+    schedule = {"constant": "constant_with_warmup"}.get(train.schedule, train.schedule)
+    scheduler = get_scheduler(schedule, optimizer, train.warmup_steps, total_steps)
+
+    progress: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "resumed_from_epoch": None}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            progress = load_checkpoint(Path(folder), peft_model, optimizer, scheduler)
+        progress["resumed_from_epoch"] = progress["epoch"]
+        log.info("resuming from the checkpoint of epoch %d", progress["epoch"])
+    tracker = attach_tracker(job.tracker) if rank == 0 else NullTracker()
+    neutral = job.neutral
+    start = time.perf_counter()
+    pairs_done = 0
+    diagnostics: dict[str, float] = {}
+
+    for epoch in range(progress["epoch"], train.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(job.seed * 1_000_003 + epoch * 1009 + rank)  # dropout: resumable
+        for batch in loader:
+            step = progress["step"] + 1
+            optimizer.zero_grad(set_to_none=True)
+            chunks = [batch[i : i + micro] for i in range(0, len(batch), micro)]
+            for index, chunk in enumerate(chunks):
+                texts = _neutral_slice(neutral, step, index, train.capability.batch_size)
+                loss, diagnostics = _micro_step(
+                    ddp,
+                    peft_model,
+                    tokenizer,
+                    chunk,
+                    texts,
+                    train,
+                    device,
+                    weight=len(chunk) / len(batch),
+                    sync=index == len(chunks) - 1,
+                )
+            if train.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable, train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            pairs_done += len(batch) * world
+            lr = scheduler.get_last_lr()[0]
+            row = {"step": step, "epoch": epoch, "loss": diagnostics["loss"], "lr": lr}
+            progress["curve"].append(row)
+            progress["step"] = step
+            tracker.log_metrics({**diagnostics, "lr": lr, "epoch": epoch}, step=step)
+            if rank == 0 and (step % train.log_every == 0 or step == total_steps):
+                rate = pairs_done / (time.perf_counter() - start)
+                log.info(
+                    "step %d/%d | %s %.5f | lr %.1e | %.1f pairs/s",
+                    step,
+                    total_steps,
+                    train.loss,
+                    diagnostics["loss"],
+                    lr,
+                    rate,
+                )
+        progress["epoch"] = epoch + 1
+        last = epoch + 1 == train.epochs
+        metrics = {"epoch": epoch + 1, "step": progress["step"], "loss": diagnostics["loss"]}
+        if last or (epoch + 1) % train.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                ckpt = None
+                if rank == 0:
+                    if last:
+                        progress["summary"] = _summary(
+                            progress, diagnostics, start, pairs_done, world, device, train
+                        )
+                    save_checkpoint(Path(folder), peft_model, optimizer, scheduler, progress)
+                    ckpt = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report(metrics, checkpoint=ckpt)
+            if rank == 0 and job.fault is not None:
+                _maybe_inject_fault(epoch + 1, *job.fault)
+        # No report between checkpoints: each report is a barrier through the Ray Train
+        # controller (about 1.5 s here), and step metrics go to the tracker anyway.
+    forward.close()
+
+
+def _micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
+    """Forward and backward of one micro-batch; gradients sync across workers on the last."""
+    batch = collate_pairs(tokenizer, chunk, neutral, pad_to=128 if _legacy(train) else None)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    base_logits = None
+    if neutral:
+        with torch.no_grad(), peft_model.disable_adapter():
+            rows = slice(2 * len(chunk), None)
+            base_logits = peft_model(
+                input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]
+            ).logits
+    no_sync = getattr(ddp, "no_sync", None)
+    context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+    with context:
+        outputs = ddp(**batch)
+        loss, diagnostics = batch_loss(
+            outputs, batch["attention_mask"], len(chunk), train, base_logits
+        )
+        (loss * weight).backward()
+    return loss, diagnostics
+
+
+def _legacy(train: TrainParams) -> bool:
+    return train.loss == "legacy_logit_kl"  # the released code padded every prompt to 128
+
+
+def _neutral_slice(neutral: list[str], step: int, index: int, size: int) -> list[str]:
+    if not neutral:
+        return []
+    start = ((step - 1) * 7 + index) * size
+    return [neutral[(start + i) % len(neutral)] for i in range(size)]
+
+
+def _summary(progress, diagnostics, start, pairs_done, world, device, train) -> dict[str, Any]:
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    return {
+        "steps": progress["step"],
+        "epochs": train.epochs,
+        "final_loss": diagnostics["loss"],
+        "first_loss": progress["curve"][0]["loss"] if progress["curve"] else None,
+        "final_diagnostics": diagnostics,
+        "seconds": round(seconds, 2),
+        "pairs_per_second": round(pairs_done / seconds, 2) if seconds else None,
+        "num_workers": world,
+        "device": str(device),
+        "peak_gpu_bytes": peak,
+        "skipped_steps": 0,  # fp32/bf16: no loss scaler, no skipped steps
+        "resumed_from_epoch": progress.get("resumed_from_epoch"),
+    }
+
+
+def _maybe_inject_fault(epoch: int, target: int, marker: str) -> None:
+    if epoch != target or Path(marker).exists():
+        return
+    Path(marker).write_text(f"killed after epoch {epoch}\n")
+    log.warning("fault drill: killing this worker after the checkpoint of epoch %d", epoch)
+    time.sleep(2.0)  # let the controller register the reported checkpoint first
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_from_env() -> tuple[int, str] | None:
+    """A fault drill requested through the environment, if any."""
+    epoch, marker = os.environ.get(FAULT_ENV), os.environ.get(FAULT_MARKER_ENV)
+    if not epoch:
+        return None
+    if not marker:
+        raise TrainError(f"{FAULT_ENV} is set: also set {FAULT_MARKER_ENV} to a file path")
+    return int(epoch), str(Path(marker).resolve())
+
+
+def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
+    """Run `job` on Ray Train and return the final adapter folder (inside the Ray run)."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    train = job.train_params
+    started = _ensure_ray(train)
+    name = f"soo-seed{job.seed}-{job.fingerprint()}"
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=train.num_workers,
+            use_gpu=train.use_gpu,
+            resources_per_worker=_resources(train),
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
+        raise TrainError(
+            f"training seed {job.seed} failed: {_root_cause(err)}; the latest checkpoint is kept "
+            f"in {storage_path / name} and a rerun with the same params resumes from it"
+        ) from None
+    finally:
+        if started:
+            ray.shutdown()
+    if result.checkpoint is None:
+        raise TrainError(f"training seed {job.seed} finished without a checkpoint")
+    folder = Path(result.checkpoint.path)
+    meta = json.loads((folder / "trainer_state.json").read_text())
+    return TrainResult(
+        folder,
+        {**meta["progress"]["summary"], "run_name": name, "curve": meta["progress"]["curve"]},
+    )
+
+
+def _resources(train: TrainParams) -> dict[str, float]:
+    return {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
+
+
+def _ensure_ray(train: TrainParams) -> bool:
+    """Join the cluster at ray_address / RAY_ADDRESS, or start a quiet local Ray. True when this
+    call started Ray (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=True,
+    )
+    return True
+
+
+def _root_cause(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):  # the worker's own exception is usually last
+        if "Error" in line or "error" in line:
+            return line[:300]
+    return (lines[-1] if lines else type(err).__name__)[:300]
+
+
+def export_adapter(result: TrainResult, output_dir: Path) -> Path:
+    """Copy the final peft adapter into `output_dir` atomically (a failure keeps the old one)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    staging.chmod(0o755)
+    try:
+        for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+            source = result.adapter_dir / name
+            if source.exists():
+                shutil.copy2(source, staging / name)
+        old = output_dir.with_name(f".{output_dir.name}.old")
+        if output_dir.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            output_dir.rename(old)
+        staging.rename(output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def preflight(job: TrainJob) -> None:
+    """Check what would otherwise fail inside the workers, before Ray starts: the model folder,
+    the module and layer (on a weightless copy of the model), the LoRA targets, and the pairs."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from soo.batching import unequal_pairs
+    from soo.models import ModelError, check_source
+
+    train = job.train_params
+    source = check_source(job.model["name_or_path"])
+    trust = job.model["trust_remote_code"]
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
+    except (OSError, ValueError, KeyError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        name = job.model["name_or_path"]
+        raise ModelError(f"model '{name}': cannot be loaded: {first}") from None
+    add_lora(skeleton, train, job.seed)
+    SooForward(skeleton, train).close()  # resolves train.module at train.layer, or names choices
+    pairs = read_jsonl(job.pairs_path, PairRecord)
+    if train.alignment == "full":
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        unequal = unequal_pairs(tokenizer, pairs)
+        if unequal:
+            raise TrainError(
+                f"{job.pairs_path}: {len(unequal)} pairs (first: {unequal[0]}) have self and "
+                "other prompts of different token lengths under this tokenizer; train.alignment "
+                "'full' needs equal lengths: use train.alignment: last or mean"
+            )
+    if len(pairs) < train.batch_size:
+        raise TrainError(
+            f"{job.pairs_path}: {len(pairs)} pairs is fewer than train.batch_size "
+            f"({train.batch_size}); lower train.batch_size or add training items"
+        )
