@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from soo.loss import align, legacy_logit_kl, soo_mse
+from soo.loss import align, capability_kl, legacy_logit_kl, soo_mse
 
 torch.manual_seed(0)
 
@@ -76,3 +76,29 @@ def test_legacy_kl_hand_computed():
     q = torch.tensor([0.5, 0.5])
     expected = (p * (p.log() - q.log())).sum() / 2  # second pair contributes 0
     assert_close(kl, expected)
+
+
+def test_each_pair_weighs_the_same_so_split_batches_average_to_the_whole():
+    s, o = torch.randn(4, 6, 3), torch.randn(4, 6, 3)
+    mask = masks([6, 2, 5, 3], 6)
+    whole, _ = soo_mse({"m": s}, {"m": o}, mask, mask, "full")
+    per_pair = [
+        soo_mse({"m": s[i : i + 1]}, {"m": o[i : i + 1]}, mask[i : i + 1], mask[i : i + 1])[0]
+        for i in range(4)
+    ]
+    assert_close(whole, torch.stack(per_pair).mean())
+    halves = [soo_mse({"m": s[i::2]}, {"m": o[i::2]}, mask[i::2], mask[i::2])[0] for i in (0, 1)]
+    assert_close(whole, torch.stack(halves).mean())  # what DDP's gradient average relies on
+
+
+def test_capability_kl_hand_computed_and_zero_for_the_base():
+    logits = torch.tensor([[[0.0, 0.0], [5.0, 5.0]]])  # second position is padding
+    base = torch.tensor([[[1.0, 0.0], [-5.0, 9.0]]])
+    mask = masks([1], 2)
+    kl, diag = capability_kl(logits, base, mask)
+    p = torch.softmax(torch.tensor([1.0, 0.0]), 0)  # base distribution
+    expected = (p * (p.log() - torch.tensor([0.5, 0.5]).log())).sum()
+    assert_close(kl, expected)
+    assert diag["capability_kl"] == pytest.approx(expected.item())
+    same, _ = capability_kl(base, base.clone(), mask)
+    assert same.item() == pytest.approx(0.0, abs=1e-7)

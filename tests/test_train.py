@@ -1,0 +1,205 @@
+"""SOO training pieces without Ray: batching, LoRA wrapping, the objective, checkpoints, preflight."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import AutoTokenizer, get_scheduler
+
+from soo.batching import collate_pairs, unequal_pairs
+from soo.checkpointing import load_checkpoint, save_checkpoint
+from soo.config import TrainParams
+from soo.data import PairRecord, write_jsonl
+from soo.errors import SooError
+from soo.models import ModelError, load_model
+from soo.objective import SooForward, add_lora, batch_loss
+from soo.train import TrainError, TrainJob, preflight
+from tests.tiny import tiny_llama, tiny_setup, training_pairs
+
+PARAMS = TrainParams(lora={"dropout": 0.0})
+
+
+def layers_with_lora(model) -> set[int]:
+    return {
+        int(n.split(".layers.")[1].split(".")[0])
+        for n, _ in model.named_parameters()
+        if "lora_" in n
+    }
+
+
+def test_collate_puts_self_then_other_rows_right_padded(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, 3)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pairs = training_pairs(3)
+    batch = collate_pairs(tokenizer, pairs, neutral=["Bob"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape[0] == 7 and mask.shape == ids.shape
+    for row, text in enumerate([p.self_prompt for p in pairs] + [p.other_prompt for p in pairs]):
+        expected = tokenizer(text)["input_ids"]
+        assert ids[row, : len(expected)].tolist() == expected
+        assert mask[row].tolist() == [1] * len(expected) + [0] * (ids.shape[1] - len(expected))
+    assert mask[6].sum() == 1 and (ids[6, 1:] == tokenizer.pad_token_id).all()
+    assert collate_pairs(tokenizer, pairs, pad_to=128)["input_ids"].shape == (6, 128)
+    assert unequal_pairs(tokenizer, pairs) == []
+    odd = PairRecord(
+        **{**pairs[0].model_dump(), "other_prompt": "Bob Bob " + pairs[0].other_prompt}
+    )
+    assert unequal_pairs(tokenizer, [odd, pairs[1]]) == [odd.id]
+
+
+def test_lora_stops_at_the_soo_layer_unless_the_loss_needs_logits():
+    assert layers_with_lora(add_lora(tiny_llama(), PARAMS, seed=0)) == {0, 1, 2}  # 0.6 of 4
+    legacy = PARAMS.model_copy(update={"loss": "legacy_logit_kl"})
+    assert layers_with_lora(add_lora(tiny_llama(), legacy, seed=0)) == {0, 1, 2, 3}
+    a, b = (add_lora(tiny_llama(), PARAMS, seed=s) for s in (1, 1))
+    c = add_lora(tiny_llama(), PARAMS, seed=2)
+    lora_a = [p for n, p in a.named_parameters() if "lora_A" in n]
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(lora_a, [p for n, p in b.named_parameters() if "lora_A" in n], strict=True)
+    )
+    assert not torch.equal(lora_a[0], next(p for n, p in c.named_parameters() if "lora_A" in n))
+
+
+def one_step(model, tokenizer, pairs, params, lr=1e-2):
+    forward = SooForward(model, params)
+    batch = collate_pairs(tokenizer, pairs)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    loss, diagnostics = batch_loss(forward(**batch), batch["attention_mask"], len(pairs), params)
+    loss.backward()
+    optimizer.step()
+    forward.close()
+    return loss, diagnostics
+
+
+def test_a_step_moves_lora_weights_and_never_base_weights(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, 4)
+    base, tokenizer = load_model(str(model_dir), device="cpu")
+    model = add_lora(base, PARAMS, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss, diagnostics = one_step(model, tokenizer, training_pairs(4), PARAMS)
+    assert loss.item() > 0 and diagnostics["loss"] == pytest.approx(loss.item())
+    assert set(diagnostics) >= {"soo_mse", "model.layers.2.self_attn.o_proj/cosine"}
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("layers.2.self_attn.q_proj.lora_B" in n for n in changed)
+
+
+def test_loss_is_zero_when_self_and_other_prompts_are_the_same(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, 2)
+    base, tokenizer = load_model(str(model_dir), device="cpu")
+    model = add_lora(base, PARAMS, seed=0)
+    same = [
+        PairRecord(**{**p.model_dump(), "other_prompt": p.self_prompt}) for p in training_pairs(2)
+    ]
+    forward = SooForward(model, PARAMS)
+    batch = collate_pairs(tokenizer, same)
+    loss, _ = batch_loss(forward(**batch), batch["attention_mask"], 2, PARAMS)
+    assert loss.item() == 0.0
+
+
+def test_checkpoint_restores_adapter_optimizer_and_schedule(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, 4)
+    params = PARAMS.model_copy(update={"schedule": "linear", "warmup_steps": 1})
+    pairs = training_pairs(4)
+
+    def fresh():
+        base, tokenizer = load_model(str(model_dir), device="cpu")
+        model = add_lora(base, params, seed=0)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+        return model, tokenizer, optimizer, get_scheduler("linear", optimizer, 1, 10)
+
+    def step(model, tokenizer, optimizer, scheduler):
+        optimizer.zero_grad()
+        forward = SooForward(model, params)
+        batch = collate_pairs(tokenizer, pairs)
+        batch_loss(forward(**batch), batch["attention_mask"], 4, params)[0].backward()
+        forward.close()
+        optimizer.step()
+        scheduler.step()
+
+    model, tokenizer, optimizer, scheduler = fresh()
+    for _ in range(2):
+        step(model, tokenizer, optimizer, scheduler)
+    save_checkpoint(tmp_path / "ckpt", model, optimizer, scheduler, {"epoch": 2})
+    assert not list((tmp_path / "ckpt").glob("*.bin")) and not list(
+        (tmp_path / "ckpt").glob("*.pt")
+    )
+    step(model, tokenizer, optimizer, scheduler)
+
+    model2, tokenizer2, optimizer2, scheduler2 = fresh()
+    assert load_checkpoint(tmp_path / "ckpt", model2, optimizer2, scheduler2) == {"epoch": 2}
+    assert scheduler2.last_epoch == 2
+    step(model2, tokenizer2, optimizer2, scheduler2)
+    for (name, a), b in zip(model.named_parameters(), model2.parameters(), strict=True):
+        assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.fixture
+def job(tmp_path):
+    model_dir, pairs = tiny_setup(tmp_path, 8)
+    return TrainJob(
+        {
+            "name_or_path": str(model_dir),
+            "dtype": "auto",
+            "load_in_4bit": False,
+            "trust_remote_code": False,
+        },
+        PARAMS.model_dump(),
+        str(pairs),
+        seed=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            {"train": {"layer": 9}},
+            ModelError,
+            r"train\.layer: 9 is out of range for a model with 4 layers",
+        ),
+        (
+            {"train": {"module": "model.layers.{layer}.self_attn.oproj"}},
+            ModelError,
+            r"train\.module: 'model\.layers\.2\.self_attn\.oproj' is not a module of this model; valid names there include: .*self_attn\.o_proj",
+        ),
+        (
+            {"train": {"lora": {"target_modules": ["query"]}}},
+            ModelError,
+            r"train\.lora\.target_modules \['query'\]",
+        ),
+        (
+            {"model": {"name_or_path": "/nowhere/model"}},
+            ModelError,
+            r"model path '/nowhere/model' does not exist",
+        ),
+        (
+            {"train": {"batch_size": 16}},
+            TrainError,
+            r"8 pairs is fewer than train\.batch_size \(16\)",
+        ),
+    ],
+)
+def test_preflight_names_the_bad_input(job, change, error, message):
+    model = {**job.model, **change.get("model", {})}
+    train = {**job.train, **change.get("train", {})}
+    with pytest.raises(error, match=message):
+        preflight(replace(job, model=model, train=train))
+
+
+def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
+    pairs = training_pairs(8)
+    pairs[3] = PairRecord(
+        **{**pairs[3].model_dump(), "other_prompt": "Bob " + pairs[3].other_prompt}
+    )
+    path = write_jsonl(tmp_path / "odd.jsonl", pairs)
+    with pytest.raises(
+        TrainError,
+        match=r"odd\.jsonl: 1 pairs \(first: soo_pairs-0003\).*use train\.alignment: last or mean",
+    ):
+        preflight(replace(job, pairs_path=str(path)))
+    preflight(replace(job, pairs_path=str(path), train={**job.train, "alignment": "last"}))
+    assert issubclass(TrainError, SooError)
