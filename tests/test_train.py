@@ -203,3 +203,40 @@ def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
         preflight(replace(job, pairs_path=str(path)))
     preflight(replace(job, pairs_path=str(path), train={**job.train, "alignment": "last"}))
     assert issubclass(TrainError, SooError)
+
+
+def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
+    from soo.train import _micro_step
+
+    model_dir, _ = tiny_setup(tmp_path, 4)
+    pairs, neutral = training_pairs(4), ["Bob has the rare book", "You have the golden vase"]
+    capability = TrainParams.model_validate(
+        {
+            **PARAMS.model_dump(),
+            "capability": {"weight": 1.0, "prompts": "neutral.jsonl", "batch_size": 2},
+        }
+    )
+    legacy = PARAMS.model_copy(update={"loss": "legacy_logit_kl"})
+    for params, texts in ((capability, neutral), (legacy, [])):
+        base, tokenizer = load_model(str(model_dir), device="cpu")
+        model = add_lora(base, params, seed=0)
+        assert layers_with_lora(model) == {0, 1, 2, 3}  # logits needed: adapters everywhere
+        forward = SooForward(model, params)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        history = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            _, diagnostics = _micro_step(
+                forward, model, tokenizer, pairs, texts, params, "cpu", weight=1.0, sync=True
+            )
+            optimizer.step()
+            history.append(diagnostics)
+        forward.close()
+        if params is capability:
+            # LoRA starts as the identity (B = 0), so the model starts equal to its base.
+            assert history[0]["capability_kl"] == pytest.approx(0.0, abs=1e-6)
+            assert history[2]["capability_kl"] > 0
+            assert history[0]["loss"] == pytest.approx(history[0]["soo_mse"], rel=1e-5)
+        else:
+            assert history[0]["legacy_kl"] == pytest.approx(history[0]["loss"])
+            assert history[2]["legacy_kl"] < history[0]["legacy_kl"]
