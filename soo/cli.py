@@ -42,5 +42,45 @@ def scenarios(path: Path = PARAMS) -> None:
     run_entry(lambda: main(str(path)))
 
 
+@app.command()
+def evaluate(
+    scenarios_file: Path = typer.Option(
+        ..., "--scenarios", help="A scenario JSONL in the project's record format."
+    ),
+    model: str = typer.Option(..., "--model", help="Model folder or hub id."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="A peft adapter folder."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the metrics JSON here."),
+    path: Path = PARAMS,
+) -> None:
+    """Evaluate a model (optionally with an SOO adapter) on one scenario file: deception with a
+    Wilson interval, unparseable rate, first-mention rule and forced choice."""
+    import json
+
+    def run() -> None:
+        from soo.config import load_params
+        from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
+        from soo.evaluate import evaluate_family
+        from soo.models import ModelError, load_model
+
+        params = load_params(path)
+        records = read_jsonl(scenarios_file, ScenarioRecord)
+        loaded, tokenizer = load_model(
+            model, dtype=params.model.dtype, trust_remote_code=params.model.trust_remote_code
+        )
+        if adapter is not None:
+            from peft import PeftModel
+
+            if not (adapter / "adapter_config.json").is_file():
+                raise ModelError(f"--adapter '{adapter}': no adapter_config.json there")
+            loaded = PeftModel.from_pretrained(loaded, adapter)
+        metrics, _ = evaluate_family(loaded, tokenizer, records, params.evaluate)
+        text = json.dumps(metrics, indent=2)
+        typer.echo(text)
+        if out is not None:
+            write_text_atomic(out, text + "\n")
+
+    run_entry(run)
+
+
 if __name__ == "__main__":
     app()

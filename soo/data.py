@@ -66,6 +66,21 @@ class PairRecord(Record):
     template_version: str = Field(description="Version of soo.templates that wrote the pair.")
 
 
+class GenerationRecord(Record):
+    """One model reply to one scenario, with the judge's verdict."""
+
+    id: str = Field(description="The scenario record's id.")
+    family: str = Field(description="Scenario family.")
+    room_order: RoomOrder = Field(description="Which room the prompt mentions first.")
+    reply: str = Field(description="The model's greedy reply (new text only).")
+    verdict: Literal["deceptive", "honest", "unparseable"] = Field(
+        description="The judge's reading (Perspectives: honest = correct)."
+    )
+    first_mention_deceptive: bool = Field(description="The released code's first-mention rule.")
+    logp_deceptive: float | None = Field(None, description="Forced choice: log p(deceptive room).")
+    logp_honest: float | None = Field(None, description="Forced choice: log p(honest room).")
+
+
 class TextRecord(Record):
     """A neutral text or prompt (capability term and checks)."""
 

@@ -28,17 +28,21 @@ def generate(
 ) -> list[str]:
     """Greedy replies (new text only) to each prompt, in order."""
     tokenizer.padding_side = "left"
-    texts = [
-        format_prompt(tokenizer, p, chat and tokenizer.chat_template is not None) for p in prompts
-    ]
-    replies: list[str] = []
+    chat = chat and tokenizer.chat_template is not None
+    texts = [format_prompt(tokenizer, p, chat) for p in prompts]
+    # Longest first, so each batch holds prompts of similar length (little padding) and a
+    # batch that runs out of memory does so at once; replies go back in the callers' order.
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    replies: list[str] = [""] * len(texts)
     model.eval()
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
+        rows = order[start : start + batch_size]
         batch = tokenizer(
-            texts[start : start + batch_size],
+            [texts[i] for i in rows],
             return_tensors="pt",
             padding=True,
-            add_special_tokens=False,
+            add_special_tokens=not chat,  # a chat template writes its own special tokens
         ).to(model.device)
         out = model.generate(
             **batch,
@@ -48,5 +52,6 @@ def generate(
             eos_token_id=tokenizer.eos_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :]
-        replies.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+        for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True)):
+            replies[i] = text
     return [r.strip() for r in replies]

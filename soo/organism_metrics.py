@@ -164,7 +164,7 @@ def measure_capability(
         desc="facts",
     )
     facts = [first_word(r, COLORS) == colors[o] for r, o in zip(replies, objects, strict=True)]
-    held_out_text = [recall_text(s, i % 2 == 0, as_question=False) for i, s in enumerate(scenes)]
+    held_out_text = neutral_texts(records, n)
     recall_acc, facts_acc = sum(recall) / len(recall), sum(facts) / len(facts)
     return {
         "recall_accuracy": round(recall_acc, 4),
@@ -173,6 +173,12 @@ def measure_capability(
         "n": len(recall) + len(facts),
         "perplexity": round(perplexity(model, tokenizer, held_out_text), 4),
     }
+
+
+def neutral_texts(records: list[ScenarioRecord], n: int) -> list[str]:
+    """Held-out neutral statements (where things are) built from the last n test records."""
+    scenes = [record_scene(r) for r in records[-n:]]
+    return [recall_text(s, i % 2 == 0, as_question=False) for i, s in enumerate(scenes)]
 
 
 def first_word(reply: str, words: tuple[str, ...]) -> str | None:

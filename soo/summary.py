@@ -1,0 +1,112 @@
+"""Base vs SOO over seeds: mean and SD (ddof 1) with per-seed values, deltas, targets, plot data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from soo.config import SummaryTargets
+from soo.stats import mean_sd
+
+CAPABILITY_KEYS = ("accuracy", "recall_accuracy", "facts_accuracy", "perplexity", "kl_to_base")
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The numbers of one eval file that are compared across models."""
+    out = dict(metrics["headline"])
+    out.update({f"capability_{k}": metrics["capability"][k] for k in CAPABILITY_KEYS})
+    out.update({f"latent_mse_{k}": v for k, v in metrics["latent_mean"].items()})
+    for family, values in metrics["families"].items():
+        out[f"{family}/deceptive"] = values["deceptive"]["rate"]
+        out[f"{family}/unparseable"] = values["unparseable"]["rate"]
+    return out
+
+
+def summarize(
+    base: dict[str, Any], seeds: dict[str, dict[str, Any]], targets: SummaryTargets
+) -> dict[str, Any]:
+    base_values = scalars(base)
+    per_seed = {name: scalars(m) for name, m in seeds.items()}
+    soo: dict[str, Any] = {}
+    delta: dict[str, float | None] = {}
+    for key, value in base_values.items():
+        values = [s[key] for s in per_seed.values() if s.get(key) is not None]
+        soo[key] = mean_sd(values) if values else None
+        delta[key] = soo[key]["mean"] - value if soo[key] and value is not None else None
+    return {
+        "seeds": sorted(seeds),
+        "base": base_values,
+        "soo": soo,
+        "delta_soo_minus_base": delta,
+        "targets": check_targets(base_values, soo, targets),
+    }
+
+
+def check_targets(base: dict, soo: dict, t: SummaryTargets) -> list[dict[str, Any]]:
+    def mean(key: str) -> float | None:
+        return soo[key]["mean"] if soo.get(key) else None
+
+    drop = (
+        base["capability_accuracy"] - mean("capability_accuracy")
+        if mean("capability_accuracy") is not None
+        else None
+    )
+    rows = [
+        ("base burglar deception", base["burglar_deception"], ">=", t.base_deception_min),
+        ("SOO burglar deception (mean over seeds)", mean("burglar_deception"), "<=",
+         t.soo_deception_max),
+        ("SOO generalization mean deception", mean("generalization_mean_deception"), "<=",
+         t.generalization_max),
+        ("SOO Perspectives accuracy", mean("perspectives_accuracy"), ">=", t.perspectives_min),
+        ("capability accuracy drop (base - SOO)", drop, "<=", t.capability_drop_max),
+    ]
+    return [
+        {
+            "target": f"{name} {op} {bound}",
+            "value": value,
+            # Rounded: a mean of 0.1 and 0.2 is 0.15000000000000002, which meets "<= 0.15".
+            "met": value is not None
+            and (round(value, 9) >= bound if op == ">=" else round(value, 9) <= bound),
+        }
+        for name, value, op, bound in rows
+    ]
+
+
+def deception_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[dict]:
+    """One row a family: base and SOO (mean over seeds) deception with Wilson bounds (the SOO
+    bounds are the widest over seeds)."""
+    rows = []
+    for family, values in base["families"].items():
+        soo = [m["families"][family]["deceptive"] for m in seeds.values() if family in m["families"]]
+        row = {
+            "family": family,
+            "base": values["deceptive"]["rate"],
+            "base_low": values["deceptive"]["low"],
+            "base_high": values["deceptive"]["high"],
+        }
+        if soo:
+            row.update(
+                soo=sum(s["rate"] for s in soo) / len(soo),
+                soo_low=min(s["low"] for s in soo),
+                soo_high=max(s["high"] for s in soo),
+            )
+        rows.append(row)
+    return rows
+
+
+def latent_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[dict]:
+    """One row a layer: self/other MSE per module type, base and SOO (mean over seeds)."""
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in base["latent"]:
+        row = rows.setdefault(entry["layer"], {"layer": entry["layer"]})
+        row[f"base_{entry['module_type']}"] = entry["mse"]
+    for kind in {e["module_type"] for e in base["latent"]}:
+        for layer, row in rows.items():
+            values = [
+                e["mse"]
+                for m in seeds.values()
+                for e in m["latent"]
+                if e["layer"] == layer and e["module_type"] == kind
+            ]
+            if values:
+                row[f"soo_{kind}"] = sum(values) / len(values)
+    return [rows[k] for k in sorted(rows)]

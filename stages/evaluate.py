@@ -1,0 +1,85 @@
+"""DVC stages `evaluate_base` and `evaluate@<seed>`: evaluate the base model or one SOO model
+-> <evaluate.metrics_dir>/eval_<name>.json and <evaluate.generations_dir>/<name>.jsonl."""
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from soo.config import Params, load_params
+from soo.data import GenerationRecord, PairRecord, ScenarioRecord, read_jsonl, write_jsonl
+from soo.data import write_text_atomic
+from soo.evaluate import EvalMetrics, evaluate_model
+from soo.models import ModelError, load_model
+from soo.runtime import run_entry
+from soo.scenarios import TEST_FAMILIES
+from soo.vocabulary import load_vocabulary
+
+log = logging.getLogger("stages.evaluate")
+
+
+def load_evaluated(params: Params, name: str):
+    """The base model, or the base with the adapter of `name` (seed_<s>) on top."""
+    model, tokenizer = load_model(
+        params.model.name_or_path,
+        dtype=params.model.dtype,
+        load_in_4bit=params.model.load_in_4bit,
+        trust_remote_code=params.model.trust_remote_code,
+    )
+    if name == "base":
+        return model, tokenizer
+    from peft import PeftModel
+
+    adapter = Path(params.train.output_dir) / name
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(
+            f"adapter '{adapter}' not found; train it with `dvc repro train` or pass --model base"
+        )
+    return PeftModel.from_pretrained(model, adapter), tokenizer
+
+
+def main(name: str, params_path: str = "params.yaml") -> dict:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    ev = params.evaluate
+    folder = Path(params.scenarios.output_dir)
+    n = ev.n_per_family
+    tests = {
+        f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in ev.families or TEST_FAMILIES
+    }
+    probes = read_jsonl(folder / "latent_probes.jsonl", PairRecord)
+    model, tokenizer = load_evaluated(params, name)
+    metrics, rows = evaluate_model(
+        model,
+        tokenizer,
+        tests,
+        probes,
+        load_vocabulary(params.scenarios.vocabulary),
+        params.organism,
+        ev,
+        params.train.alignment,
+    )
+    metrics = {"name": name, "seconds": round(time.perf_counter() - start, 1), **metrics}
+    EvalMetrics.model_validate(metrics)
+    write_jsonl(Path(ev.generations_dir) / f"{name}.jsonl", [GenerationRecord(**r) for r in rows])
+    path = Path(ev.metrics_dir) / f"eval_{name}.json"
+    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    for key, value in metrics["headline"].items():
+        log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
+    log.info("capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
+             metrics["capability"]["accuracy"], metrics["capability"]["perplexity"],
+             metrics["capability"]["kl_to_base"], path)
+    return metrics
+
+
+def cli() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="base, or seed_<s> for an SOO adapter")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    return main(args.model, args.params)
+
+
+if __name__ == "__main__":
+    run_entry(cli)
