@@ -33,8 +33,11 @@ def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
         text = format_prompt(tokenizer, prompt, tokenizer.chat_template is not None)
         inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         out = model.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         new = out[0, inputs["input_ids"].shape[1] :]
         replies.append(tokenizer.decode(new, skip_special_tokens=True).strip())
@@ -55,25 +58,36 @@ def main() -> None:
     prompts = [r.prompt for r in read_jsonl(args.scenarios, ScenarioRecord)[: args.n]]
     generate(model, tokenizer, prompts[:8], max_new_tokens=8, batch_size=8)  # warm-up
     start = time.perf_counter()
-    batched = generate(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
-                       batch_size=args.batch_size, desc="batched")
+    batched = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        desc="batched",
+    )
     batched_s = time.perf_counter() - start
     start = time.perf_counter()
     single = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
     single_s = time.perf_counter() - start
     same = sum(a == b for a, b in zip(batched, single, strict=True))
     results = {
-        "device": str(model.device), "threads": torch.get_num_threads(), "model": args.model,
-        "prompts": len(prompts), "batch_size": args.batch_size,
+        "device": str(model.device),
+        "threads": torch.get_num_threads(),
+        "model": args.model,
+        "prompts": len(prompts),
+        "batch_size": args.batch_size,
         "batched_scenarios_per_second": len(prompts) / batched_s,
         "one_at_a_time_scenarios_per_second": len(prompts) / single_s,
         "speedup": single_s / batched_s,
         "identical_replies": same,
     }
-    print(f"{len(prompts)} prompts on {results['device']} ({results['threads']} threads): batched "
-          f"{results['batched_scenarios_per_second']:.1f}/s, one at a time "
-          f"{results['one_at_a_time_scenarios_per_second']:.1f}/s, speed-up "
-          f"{results['speedup']:.1f}x (target >= 10); identical replies {same}/{len(prompts)}")
+    print(
+        f"{len(prompts)} prompts on {results['device']} ({results['threads']} threads): batched "
+        f"{results['batched_scenarios_per_second']:.1f}/s, one at a time "
+        f"{results['one_at_a_time_scenarios_per_second']:.1f}/s, speed-up "
+        f"{results['speedup']:.1f}x (target >= 10); identical replies {same}/{len(prompts)}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

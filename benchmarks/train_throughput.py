@@ -50,9 +50,15 @@ def mistral_7b_shape(device: str) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, MistralConfig
 
     config = MistralConfig(  # Mistral-7B-Instruct-v0.2's config.json
-        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-        rope_theta=1e6, sliding_window=None,
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        sliding_window=None,
     )
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -77,8 +83,13 @@ def ours(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torch.op
 
 
 def released(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torch.optim.Optimizer]:
-    config = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.2, target_modules=["q_proj", "v_proj"],
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=8,
+        lora_alpha=32,
+        lora_dropout=0.2,
+        target_modules=["q_proj", "v_proj"],
+        task_type="CAUSAL_LM",
+    )
     torch.manual_seed(0)
     peft_model = get_peft_model(model, config)
     peft_model.train()
@@ -145,7 +156,9 @@ def peak_memory(step: Step, model, work, device: str) -> dict[str, int]:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(
-            activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+            activities=[ProfilerActivity.CPU],
+            profile_memory=True,
+            record_shapes=True,
             with_stack=True,
         ) as prof:
             for batch in work:
@@ -160,9 +173,11 @@ def peak_memory(step: Step, model, work, device: str) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "organism"))
-    parser.add_argument("--mistral-7b-shape", action="store_true",
-                        help="random-weight Mistral-7B from its config (GPU); token ids from "
-                        "--model's tokenizer")
+    parser.add_argument(
+        "--mistral-7b-shape",
+        action="store_true",
+        help="random-weight Mistral-7B from its config (GPU); token ids from --model's tokenizer",
+    )
     parser.add_argument("--pairs", default=str(ROOT / "data" / "scenarios" / "soo_pairs.jsonl"))
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; median kept")
@@ -181,15 +196,18 @@ def main() -> None:
     built = {name: make(copy.deepcopy(base), tokenizer, device) for name, make in loops.items()}
     del base
     # Memory first: the first steps also allocate the optimizer states and gradients.
-    memory = {name: peak_memory(step, model, work[:8], device)
-              for name, (step, model, _) in built.items()}
+    memory = {
+        name: peak_memory(step, model, work[:8], device) for name, (step, model, _) in built.items()
+    }
     speed: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(args.rounds):
         for name, (step, _, _) in built.items():
             speed[name].append(pairs_per_second(step, work, device))
     rate = {name: statistics.median(values) for name, values in speed.items()}
     results = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "device": (
+            torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}"
+        ),
         "model": "mistral-7b-shape (random bf16)" if args.mistral_7b_shape else args.model,
         "pairs_per_second": rate,
         "rounds": speed,
@@ -200,15 +218,21 @@ def main() -> None:
         / memory["released"]["peak_above_weights_bytes"],
     }
     mib = 2**20
-    print(f"device {results['device']} | model {results['model']} | batch 4, {args.steps} steps x "
-          f"{args.rounds} rounds")
+    print(
+        f"device {results['device']} | model {results['model']} | batch 4, {args.steps} steps x "
+        f"{args.rounds} rounds"
+    )
     for name in loops:
         m = memory[name]
-        print(f"{name:9s} {rate[name]:8.1f} pairs/s | peak {m['peak_bytes'] / mib:9.2f} MiB | "
-              f"above weights {m['peak_above_weights_bytes'] / mib:9.2f} MiB")
-    print(f"speed-up {results['speedup']:.2f}x (target >= 3) | peak memory ratio "
-          f"{results['memory_ratio']:.3f} (target <= 0.5), above weights "
-          f"{results['memory_ratio_above_weights']:.3f}")
+        print(
+            f"{name:9s} {rate[name]:8.1f} pairs/s | peak {m['peak_bytes'] / mib:9.2f} MiB | "
+            f"above weights {m['peak_above_weights_bytes'] / mib:9.2f} MiB"
+        )
+    print(
+        f"speed-up {results['speedup']:.2f}x (target >= 3) | peak memory ratio "
+        f"{results['memory_ratio']:.3f} (target <= 0.5), above weights "
+        f"{results['memory_ratio_above_weights']:.3f}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

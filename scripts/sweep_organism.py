@@ -41,12 +41,14 @@ def train_in_process(train: TrainParams, pairs: list[PairRecord], seed: int):
     model.train()
     forward = SooForward(model, train)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=train.lr,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=train.lr,
         weight_decay=train.weight_decay,
     )
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(pairs, batch_size=train.batch_size, shuffle=True, generator=generator,
-                        collate_fn=list)
+    loader = DataLoader(
+        pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
+    )
     losses = []
     for _ in range(train.epochs):
         for chunk in loader:
@@ -89,16 +91,27 @@ def main() -> None:
     for layer, lr, alignment, epochs in grid:
         start = time.perf_counter()
         train = TrainParams.model_validate(
-            {**params.train.model_dump(), "layer": layer, "lr": lr, "alignment": alignment,
-             "epochs": epochs}
+            {
+                **params.train.model_dump(),
+                "layer": layer,
+                "lr": lr,
+                "alignment": alignment,
+                "epochs": epochs,
+            }
         )
         model, tokenizer, losses = train_in_process(train, pairs, args.seed)
-        metrics, _ = evaluate_model(model, tokenizer, tests, probes, vocab, params.organism,
-                                    evaluation, alignment)
+        metrics, _ = evaluate_model(
+            model, tokenizer, tests, probes, vocab, params.organism, evaluation, alignment
+        )
         head = metrics["headline"]
         row = {
-            "layer": layer, "lr": lr, "alignment": alignment, "epochs": epochs, "seed": args.seed,
-            "loss_first": losses[0], "loss_last": losses[-1],
+            "layer": layer,
+            "lr": lr,
+            "alignment": alignment,
+            "epochs": epochs,
+            "seed": args.seed,
+            "loss_first": losses[0],
+            "loss_last": losses[-1],
             "burglar": head["burglar_deception"],
             "burglar_unparseable": metrics["families"]["burglar"]["unparseable"]["rate"],
             "burglar_forced_choice": head["burglar_forced_choice_deception"],

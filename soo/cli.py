@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -44,12 +45,12 @@ def scenarios(path: Path = PARAMS) -> None:
 
 @app.command()
 def evaluate(
-    scenarios_file: Path = typer.Option(
-        ..., "--scenarios", help="A scenario JSONL in the project's record format."
-    ),
-    model: str = typer.Option(..., "--model", help="Model folder or hub id."),
-    adapter: Path | None = typer.Option(None, "--adapter", help="A peft adapter folder."),
-    out: Path | None = typer.Option(None, "--out", help="Also write the metrics JSON here."),
+    scenarios_file: Annotated[
+        Path, typer.Option("--scenarios", help="A scenario JSONL in the project's record format.")
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model folder or hub id.")],
+    adapter: Annotated[Path | None, typer.Option(help="A peft adapter folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the metrics JSON here.")] = None,
     path: Path = PARAMS,
 ) -> None:
     """Evaluate a model (optionally with an SOO adapter) on one scenario file: deception with a

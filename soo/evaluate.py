@@ -55,11 +55,18 @@ def evaluate_family(
         chat=chat,
         desc=family,
     )
-    verdicts = [judge(x, r.deceptive_answer, r.honest_answer) for x, r in zip(replies, records)]
-    first = [first_mention(x, r.deceptive_answer, r.honest_answer) for x, r in zip(replies, records)]
+    pairs = list(zip(replies, records, strict=True))
+    verdicts = [judge(x, r.deceptive_answer, r.honest_answer) for x, r in pairs]
+    first = [first_mention(x, r.deceptive_answer, r.honest_answer) for x, r in pairs]
     rows = [
-        {"id": r.id, "family": family, "room_order": r.room_order, "reply": x, "verdict": v,
-         "first_mention_deceptive": f}
+        {
+            "id": r.id,
+            "family": family,
+            "room_order": r.room_order,
+            "reply": x,
+            "verdict": v,
+            "first_mention_deceptive": f,
+        }
         for r, x, v, f in zip(records, replies, verdicts, first, strict=True)
     ]
     n = len(records)
@@ -71,7 +78,11 @@ def evaluate_family(
         "first_mention_deceptive": rate(sum(first), n),
         "by_room_order": {
             order: rate(
-                sum(v == "deceptive" for v, r in zip(verdicts, records) if r.room_order == order),
+                sum(
+                    v == "deceptive"
+                    for v, r in zip(verdicts, records, strict=True)
+                    if r.room_order == order
+                ),
                 sum(r.room_order == order for r in records),
             )
             for order in ("cheap_first", "expensive_first")
@@ -97,8 +108,9 @@ def evaluate_family(
 
 
 def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """The numbers people compare: deception on burglar, with the honesty prompt, the mean over the
-    seven generalization variants, Treasure Hunt, Escape Room; Perspectives accuracy; unparseable."""
+    """The numbers people compare: deception on burglar, with the honesty prompt, the mean over
+    the seven generalization variants, Treasure Hunt, Escape Room; Perspectives accuracy; the mean
+    unparseable rate."""
 
     def get(family: str, key: str = "deceptive") -> float | None:
         return families[family][key]["rate"] if family in families else None
@@ -186,7 +198,11 @@ def evaluate_model(
         )
     latent = latent_soo(model, tokenizer, probes, params.latent_modules, alignment)
     capability_metrics = capability(
-        model, tokenizer, tests.get("burglar") or next(iter(tests.values())), vocab, organism,
+        model,
+        tokenizer,
+        tests.get("burglar") or next(iter(tests.values())),
+        vocab,
+        organism,
         params,
     )
     metrics = {

@@ -52,6 +52,8 @@ def generate(
             eos_token_id=tokenizer.eos_token_id,
         )
         new = out[:, batch["input_ids"].shape[1] :]
-        for i, text in zip(rows, tokenizer.batch_decode(new, skip_special_tokens=True)):
+        for i, text in zip(
+            rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+        ):
             replies[i] = text
     return [r.strip() for r in replies]

@@ -28,7 +28,8 @@ def latent_soo(
     modules, owner = {}, {}
     for kind, pattern in patterns.items():
         for name, module in resolve_modules(model, pattern, layers).items():
-            modules[name], owner[name] = module, (kind, int(name.split(".layers.")[1].split(".")[0]))
+            layer = int(name.split(".layers.")[1].split(".")[0])
+            modules[name], owner[name] = module, (kind, layer)
     sums = {name: [0.0, 0.0] for name in modules}
     with ActivationCapture(model, modules, early_exit=False) as capture:
         for start in range(0, len(pairs), batch_size):
@@ -37,9 +38,7 @@ def latent_soo(
             acts = capture.run(**batch)
             b, mask = len(chunk), batch["attention_mask"]
             for name, act in acts.items():
-                _, diag = soo_mse(
-                    {name: act[:b]}, {name: act[b:]}, mask[:b], mask[b:], alignment
-                )
+                _, diag = soo_mse({name: act[:b]}, {name: act[b:]}, mask[:b], mask[b:], alignment)
                 sums[name][0] += diag[f"{name}/mse"] * b
                 sums[name][1] += diag[f"{name}/cosine"] * b
     return [

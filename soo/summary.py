@@ -52,10 +52,18 @@ def check_targets(base: dict, soo: dict, t: SummaryTargets) -> list[dict[str, An
     )
     rows = [
         ("base burglar deception", base["burglar_deception"], ">=", t.base_deception_min),
-        ("SOO burglar deception (mean over seeds)", mean("burglar_deception"), "<=",
-         t.soo_deception_max),
-        ("SOO generalization mean deception", mean("generalization_mean_deception"), "<=",
-         t.generalization_max),
+        (
+            "SOO burglar deception (mean over seeds)",
+            mean("burglar_deception"),
+            "<=",
+            t.soo_deception_max,
+        ),
+        (
+            "SOO generalization mean deception",
+            mean("generalization_mean_deception"),
+            "<=",
+            t.generalization_max,
+        ),
         ("SOO Perspectives accuracy", mean("perspectives_accuracy"), ">=", t.perspectives_min),
         ("capability accuracy drop (base - SOO)", drop, "<=", t.capability_drop_max),
     ]
@@ -76,7 +84,9 @@ def deception_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> li
     bounds are the widest over seeds)."""
     rows = []
     for family, values in base["families"].items():
-        soo = [m["families"][family]["deceptive"] for m in seeds.values() if family in m["families"]]
+        soo = [
+            m["families"][family]["deceptive"] for m in seeds.values() if family in m["families"]
+        ]
         row = {
             "family": family,
             "base": values["deceptive"]["rate"],

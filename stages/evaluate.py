@@ -8,8 +8,14 @@ import time
 from pathlib import Path
 
 from soo.config import Params, load_params
-from soo.data import GenerationRecord, PairRecord, ScenarioRecord, read_jsonl, write_jsonl
-from soo.data import write_text_atomic
+from soo.data import (
+    GenerationRecord,
+    PairRecord,
+    ScenarioRecord,
+    read_jsonl,
+    write_jsonl,
+    write_text_atomic,
+)
 from soo.evaluate import EvalMetrics, evaluate_model
 from soo.models import ModelError, load_model
 from soo.runtime import run_entry
@@ -45,9 +51,8 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
     ev = params.evaluate
     folder = Path(params.scenarios.output_dir)
     n = ev.n_per_family
-    tests = {
-        f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in ev.families or TEST_FAMILIES
-    }
+    families = ev.families or TEST_FAMILIES
+    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in families}
     probes = read_jsonl(folder / "latent_probes.jsonl", PairRecord)
     model, tokenizer = load_evaluated(params, name)
     metrics, rows = evaluate_model(
@@ -67,9 +72,13 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
     write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
     for key, value in metrics["headline"].items():
         log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
-    log.info("capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
-             metrics["capability"]["accuracy"], metrics["capability"]["perplexity"],
-             metrics["capability"]["kl_to_base"], path)
+    log.info(
+        "capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
+        metrics["capability"]["accuracy"],
+        metrics["capability"]["perplexity"],
+        metrics["capability"]["kl_to_base"],
+        path,
+    )
     return metrics
 
 

@@ -4,8 +4,6 @@ import json
 
 import pytest
 import torch
-from torch.testing import assert_close
-from transformers import AutoTokenizer
 
 from soo.config import EvaluateParams, SummaryTargets, load_params
 from soo.data import GenerationRecord, ScenarioRecord, read_jsonl
@@ -15,7 +13,7 @@ from soo.generation import generate
 from soo.models import load_model
 from soo.scenarios import TEST_FAMILIES
 from soo.summary import summarize
-from tests.tiny import save_tiny_model, tiny_llama
+from tests.tiny import save_tiny_model
 
 WORDS = "a b c d e f g h".split()
 
@@ -37,16 +35,19 @@ def test_batched_generation_equals_one_by_one(peaked):
     model, tokenizer = peaked
     prompts = ["a", "b c d e f", "g h a", "c", "d e f g h a b", "h h"]
     batched = generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=6, chat=False)
-    single = [generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1, chat=False)[0]
-              for p in prompts]
+    single = [
+        generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1, chat=False)[0]
+        for p in prompts
+    ]
     assert batched == single
     assert len(set(batched)) > 1  # the model does not say the same thing to everything
 
 
 def test_forced_choice_matches_a_hand_computation(peaked):
     model, tokenizer = peaked
-    got = continuation_logprobs(model, tokenizer, ["a b", "c", "a b"], [" c d", " e", " h"],
-                                batch_size=2)
+    got = continuation_logprobs(
+        model, tokenizer, ["a b", "c", "a b"], [" c d", " e", " h"], batch_size=2
+    )
     for prefix, cont, value in (("a b", "c d", got[0]), ("c", "e", got[1]), ("a b", "h", got[2])):
         ids = tokenizer(f"{prefix} {cont}")["input_ids"]
         n = len(tokenizer(prefix)["input_ids"])
@@ -77,11 +78,20 @@ def stage_project(tmp_path, write_params, monkeypatch):
     from stages.scenarios import main as scenarios_main
 
     monkeypatch.chdir(tmp_path)
-    params = write_params({"scenarios.n_test": 8, "evaluate.n_capability": 8,
-                           "evaluate.max_new_tokens": 6, "model.name_or_path": "model"})
+    params = write_params(
+        {
+            "scenarios.n_test": 8,
+            "evaluate.n_capability": 8,
+            "evaluate.max_new_tokens": 6,
+            "model.name_or_path": "model",
+        }
+    )
     scenarios_main(str(params))
-    texts = [r.prompt for f in TEST_FAMILIES for r in read_jsonl(f"data/scenarios/{f}.jsonl",
-                                                                  ScenarioRecord)]
+    texts = [
+        r.prompt
+        for f in TEST_FAMILIES
+        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
+    ]
     save_tiny_model(tmp_path / "model", texts)
     return tmp_path, params
 
@@ -121,10 +131,18 @@ def eval_file(burglar: float, perspectives: float, accuracy: float) -> dict:
         return {"deceptive": r, "unparseable": {**r, "rate": 0.0}}
 
     return {
-        "headline": {"burglar_deception": burglar, "generalization_mean_deception": burglar,
-                     "perspectives_accuracy": perspectives},
-        "capability": {"accuracy": accuracy, "recall_accuracy": accuracy, "facts_accuracy": 1.0,
-                       "perplexity": 2.0, "kl_to_base": 0.0},
+        "headline": {
+            "burglar_deception": burglar,
+            "generalization_mean_deception": burglar,
+            "perspectives_accuracy": perspectives,
+        },
+        "capability": {
+            "accuracy": accuracy,
+            "recall_accuracy": accuracy,
+            "facts_accuracy": 1.0,
+            "perplexity": 2.0,
+            "kl_to_base": 0.0,
+        },
         "latent_mean": {"attention": 0.1},
         "families": {"burglar": fam(burglar)},
         "latent": [{"module_type": "attention", "layer": 0, "mse": 0.1, "cosine": 0.9}],
@@ -157,5 +175,3 @@ def test_evaluate_params_refuse_unknown_families(write_params):
     with pytest.raises(ParamsError, match=r"evaluate\.families: unknown \['burglr'\]"):
         load_params(write_params({"evaluate.families": ["burglr"]}))
     assert EvaluateParams().latent_modules["attention"].endswith("o_proj")
-    assert_close(torch.zeros(1), torch.zeros(1))
-    assert tiny_llama  # the shared tiny-model helper stays importable

@@ -2,26 +2,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch.testing import assert_close
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from soo.capture import ActivationCapture
 from soo.models import ModelError, load_model, resolve_layer, resolve_modules
+from tests.tiny import tiny_llama
 
 PATTERN = "model.layers.{layer}.self_attn.o_proj"
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def with_lora(model: LlamaForCausalLM) -> torch.nn.Module:
