@@ -83,5 +83,33 @@ def evaluate(
     run_entry(run)
 
 
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="A version; default: the candidate.")] = None,
+    path: Path = PARAMS,
+) -> None:
+    """Move `champion` to the candidate if it passes every gate in `promote:` and beats the
+    current champion; otherwise keep the champion and print the failed gates."""
+    from stages.promote import main
+
+    run_entry(lambda: main(str(path), version))
+
+
+@app.command()
+def rollback(path: Path = PARAMS) -> None:
+    """Point `champion` back at the version it held before the latest promotion."""
+
+    def run() -> None:
+        from soo.config import load_params
+        from soo.registry import rollback as roll_back
+        from soo.tracking import default_uri
+
+        params = load_params(path)
+        version = roll_back(params.tracking.uri or default_uri(), params.registry.name)
+        typer.echo(f"{params.registry.name}: champion -> version {version}")
+
+    run_entry(run)
+
+
 if __name__ == "__main__":
     app()

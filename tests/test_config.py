@@ -50,7 +50,7 @@ BAD = [
     ({"scenarios.vocabulary": "nope"}, r"scenarios\.vocabulary: 'nope' is neither a packaged"),
     (
         {"surprise": 1},
-        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, evaluate, summary, tracking",
+        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, evaluate, summary, registry, promote, tracking",
     ),
 ]
 

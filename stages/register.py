@@ -1,0 +1,86 @@
+"""DVC stage `register`: log the chosen seed's SOO model as an MLflow pyfunc model, register a
+version tagged with its evaluation, and point `candidate` at it -> metrics/registered.json."""
+
+import json
+import logging
+from pathlib import Path
+
+from soo.config import Params, load_params
+from soo.data import write_text_atomic
+from soo.registry import register
+from soo.runtime import run_entry
+from soo.stages_common import git_commit, lock_hashes, read_json
+from soo.tracking import default_uri
+
+log = logging.getLogger("stages.register")
+
+
+def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | None]]:
+    """The seed to register and the metrics its version carries (SOO values: means over seeds)."""
+    summary = read_json(Path(params.summary.path), "dvc repro summary")
+    folder = Path(params.evaluate.metrics_dir)
+    per_seed = {
+        s: read_json(folder / f"eval_seed_{s}.json", "dvc repro evaluate")
+        for s in params.train.seeds
+    }
+    if params.registry.seed == "best":
+        seed = min(
+            per_seed,
+            key=lambda s: (
+                per_seed[s]["headline"]["burglar_deception"],
+                -per_seed[s]["capability"]["accuracy"],
+                s,
+            ),
+        )
+    else:
+        seed = params.registry.seed
+    soo, base = summary["soo"], summary["base"]
+    keys = (
+        "burglar_deception",
+        "generalization_mean_deception",
+        "perspectives_accuracy",
+        "unparseable_mean",
+        "capability_accuracy",
+    )
+    metrics: dict[str, float | int | None] = {
+        **{f"soo_{k}": soo[k]["mean"] if soo.get(k) else None for k in keys},
+        **{f"base_{k}": base[k] for k in keys},
+        "n_seeds": len(summary["seeds"]),
+        "seed": seed,
+        "seed_burglar_deception": per_seed[seed]["headline"]["burglar_deception"],
+    }
+    return seed, metrics
+
+
+def main(params_path: str = "params.yaml") -> dict:
+    params = load_params(params_path)
+    seed, metrics = registration_metrics(params)
+    adapter = Path(params.train.output_dir) / f"seed_{seed}"
+    base = params.model.name_or_path
+    if Path(base).exists():
+        base = str(Path(base).resolve())
+    uri = params.tracking.uri or default_uri()
+    tags = {"stage": "register", "seed": str(seed), "git_commit": git_commit(), **lock_hashes()}
+    version = register(
+        uri,
+        params.registry.name,
+        adapter,
+        base,
+        metrics,
+        tags,
+        run_name=f"register-seed{seed}",
+        experiment=params.tracking.experiment,
+        model_config={
+            "max_new_tokens": params.evaluate.max_new_tokens,
+            "chat_template": params.evaluate.chat_template,
+            "dtype": params.model.dtype,
+        },
+    )
+    out = {"name": params.registry.name, "version": version, "seed": seed, "metrics": metrics}
+    write_text_atomic(Path("metrics/registered.json"), json.dumps(out, indent=2) + "\n")
+    log.info("%s version %s (seed %d) is the candidate", params.registry.name, version, seed)
+    return out
+
+
+if __name__ == "__main__":
+    run_entry(main)

@@ -1,0 +1,131 @@
+"""The MLflow registry through a real local store: register, alias, load by alias and predict,
+gates that refuse a candidate, promotion, rollback, and an interrupted promotion."""
+
+import pytest
+import torch
+
+from soo.config import PromoteParams, TrainParams
+from soo.generation import generate
+from soo.models import load_model
+from soo.objective import add_lora
+from soo.registry import (
+    CANDIDATE,
+    CHAMPION,
+    RegistryError,
+    alias_version,
+    promote,
+    register,
+    rollback,
+)
+from tests.tiny import save_tiny_model
+
+pytestmark = pytest.mark.slow
+NAME = "soo-test"
+GOOD = {
+    "soo_burglar_deception": 0.2,
+    "base_burglar_deception": 0.9,
+    "soo_capability_accuracy": 0.98,
+    "base_capability_accuracy": 0.99,
+    "soo_perspectives_accuracy": 0.95,
+    "soo_unparseable_mean": 0.02,
+    "n_seeds": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A base model folder, an adapter with a real (non-zero) update, and a sqlite store."""
+    root = tmp_path_factory.mktemp("registry")
+    base = save_tiny_model(root / "base", ["a b c d e f g h"])
+    model, _ = load_model(str(base), device="cpu")
+    peft_model = add_lora(model, TrainParams(), seed=0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(root / "adapter")
+    return {
+        "uri": f"sqlite:///{root / 'mlflow.db'}",
+        "base": str(base),
+        "adapter": root / "adapter",
+    }
+
+
+def add_version(store, metrics: dict) -> str:
+    return register(
+        store["uri"],
+        NAME,
+        store["adapter"],
+        store["base"],
+        metrics,
+        {"stage": "test"},
+        run_name="test",
+        model_config={"max_new_tokens": 5},
+    )
+
+
+def test_register_load_by_alias_and_predict(store):
+    import mlflow
+
+    version = add_version(store, GOOD)
+    assert alias_version(store["uri"], NAME, CANDIDATE) == version
+    mlflow.set_registry_uri(store["uri"])
+    loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@{CANDIDATE}")
+    replies = loaded.predict({"prompt": ["a b c", "h g"]})
+    # The reloaded model is base + adapter: it answers as the adapter model does, not as the base.
+    from peft import PeftModel
+
+    base, tokenizer = load_model(store["base"], device="cpu")
+    expected = generate(
+        PeftModel.from_pretrained(base, store["adapter"]),
+        tokenizer,
+        ["a b c", "h g"],
+        max_new_tokens=5,
+    )
+    plain = generate(
+        load_model(store["base"], device="cpu")[0], tokenizer, ["a b c", "h g"], max_new_tokens=5
+    )
+    assert replies == expected and replies != plain
+
+
+def test_gates_promote_refuse_and_roll_back(store):
+    gates = PromoteParams()
+    first = alias_version(store["uri"], NAME, CANDIDATE) or add_version(store, GOOD)
+    decision = promote(store["uri"], NAME, gates)
+    assert decision.promote and alias_version(store["uri"], NAME, CHAMPION) == first
+
+    worse = add_version(store, {**GOOD, "soo_burglar_deception": 0.8, "soo_unparseable_mean": 0.5})
+    refused = promote(store["uri"], NAME, gates)
+    assert not refused.promote and refused.version == worse
+    assert any(g.startswith("deception 0.800 <= max_deception") for g in refused.failed)
+    assert any(g.startswith("unparseable 0.500") for g in refused.failed)
+    assert alias_version(store["uri"], NAME, CHAMPION) == first  # the champion stayed
+
+    better = add_version(store, {**GOOD, "soo_burglar_deception": 0.1})
+    assert promote(store["uri"], NAME, gates).promote
+    assert alias_version(store["uri"], NAME, CHAMPION) == better
+    assert rollback(store["uri"], NAME) == first
+    assert alias_version(store["uri"], NAME, CHAMPION) == first
+
+
+def test_an_error_midway_leaves_the_champion_where_it_was(store, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    before = alias_version(store["uri"], NAME, CHAMPION)
+    add_version(store, {**GOOD, "soo_burglar_deception": 0.05})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("store went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_tag", broken)
+    with pytest.raises(RuntimeError, match="store went away"):
+        promote(store["uri"], NAME, PromoteParams())
+    assert alias_version(store["uri"], NAME, CHAMPION) == before
+
+
+def test_unknown_model_and_missing_history_are_named(store):
+    with pytest.raises(RegistryError, match="registered model 'nope' does not exist"):
+        promote(store["uri"], "nope", PromoteParams())
+    register(store["uri"], "lonely", store["adapter"], store["base"], GOOD, {}, run_name="x")
+    with pytest.raises(RegistryError, match="'lonely' has no earlier champion to roll back to"):
+        rollback(store["uri"], "lonely")

@@ -1,0 +1,64 @@
+"""The report: every figure and table is in the HTML and the Markdown."""
+
+import base64
+
+from soo.config import SummaryTargets
+from soo.report import FIGURES, build, write
+from soo.summary import summarize
+
+
+def eval_metrics(deception: float) -> dict:
+    def rate(r):
+        return {"rate": r, "low": max(0.0, r - 0.05), "high": min(1.0, r + 0.05), "n": 100}
+
+    families = {
+        f: {"deceptive": rate(deception), "unparseable": rate(0.0)}
+        for f in ("burglar", "perspectives")
+    }
+    return {
+        "headline": {
+            "burglar_deception": deception,
+            "generalization_mean_deception": deception,
+            "perspectives_accuracy": 1.0,
+        },
+        "families": families,
+        "latent": [
+            {"module_type": k, "layer": i, "mse": 0.1 * (i + 1), "cosine": 0.9}
+            for k in ("attention", "mlp")
+            for i in range(3)
+        ],
+        "latent_mean": {"attention": 0.2, "mlp": 0.2},
+        "capability": {
+            "accuracy": 1.0,
+            "recall_accuracy": 1.0,
+            "facts_accuracy": 1.0,
+            "perplexity": 1.8,
+            "kl_to_base": 0.0,
+        },
+    }
+
+
+def test_report_has_every_figure_and_table(tmp_path):
+    base, seeds = eval_metrics(1.0), {"seed_0": eval_metrics(0.2), "seed_1": eval_metrics(0.3)}
+    summary = summarize(base, seeds, SummaryTargets())
+    curves = {s: [{"step": i, "loss": 1.0 / i} for i in range(1, 6)] for s in seeds}
+    promotion = {
+        "promoted": False,
+        "version": "2",
+        "champion": "1",
+        "failed_gates": ["deception 0.250 <= max_deception 0.2"],
+    }
+    figures, tables = build(base, seeds, summary, curves, promotion)
+    path = write(tmp_path, figures, tables, "SOO report", "intro")
+    page = path.read_text()
+    assert set(figures) == set(FIGURES)
+    for name, data in figures.items():
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000  # a real image
+        assert base64.b64encode(data).decode() in page
+        assert (tmp_path / f"{name}.png").read_bytes() == data
+    for title in ("Headline", "Capability", "Targets", "Promotion"):
+        assert f"<h2>{title}</h2>" in page
+    assert "MISSED" in page and "deception 0.250 &lt;= max_deception 0.2" in page
+    markdown = (tmp_path / "report.md").read_text()
+    assert all(f"![{name}]({name}.png)" in markdown for name in FIGURES)
+    assert "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 |" in markdown
