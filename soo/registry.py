@@ -59,16 +59,17 @@ def register(
     run_name: str,
     experiment: str = "soo-pipeline",
     model_config: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> str:
     """Log the adapter as a pyfunc model (code, not pickle), register a version with its metrics
-    as tags, and point `candidate` at it. Returns the version."""
+    as tags, and point `candidate` at it (into run `run_id` when given). Returns the version."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment)
     config = {"base": base, **(model_config or {})}
-    with mlflow.start_run(run_name=run_name, tags=tags):
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags):
         info = mlflow.pyfunc.log_model(
             name="soo_model",
             python_model=str(SERVING_CODE),

@@ -65,6 +65,7 @@ def latent_figure(base: dict, seeds: dict[str, dict]) -> bytes:
                 label=name,
             )
         ax.set_xlabel("layer")
+        ax.set_xticks(sorted({r["layer"] for r in base["latent"]}))
         ax.set_ylabel("self/other MSE (probe pairs)")
         ax.set_title(f"Latent SOO: {kind}")
         ax.legend(fontsize=8)

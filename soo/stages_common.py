@@ -36,3 +36,36 @@ def read_json(path: Path, produced_by: str) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err}); rerun `{produced_by}`") from None
+
+
+def pipeline_key(params_path: str | Path = "params.yaml") -> str:
+    """Which pipeline execution a stage belongs to: $SOO_PIPELINE_RUN when an orchestrator sets
+    it (the Prefect flow does, once per flow run), else the commit and a hash of params.yaml, so
+    the stages of one `dvc repro` share a parent run."""
+    import hashlib
+    import os
+
+    if os.environ.get("SOO_PIPELINE_RUN"):
+        return os.environ["SOO_PIPELINE_RUN"]
+    digest = hashlib.sha256(Path(params_path).read_bytes()).hexdigest()[:10]
+    return f"{git_commit()[:12]}-{digest}"
+
+
+def stage_tracker(params, stage: str, params_path: str | Path = "params.yaml", seed=None):
+    """A tracker for one stage run: a child of the pipeline's parent run, tagged with the stage,
+    seed, git commit and the data hashes from dvc.lock."""
+    from soo.tracking import open_tracker
+
+    tags = {"stage": stage, "git_commit": git_commit(), **lock_hashes()}
+    if seed is not None:
+        tags["seed"] = str(seed)
+    tracking = params.tracking
+    return open_tracker(
+        tracking.backend,
+        tracking.uri,
+        tracking.experiment,
+        run_name=stage if seed is None else f"{stage}@{seed}",
+        tags=tags,
+        required=tracking.required,
+        parent_key=pipeline_key(params_path),
+    )

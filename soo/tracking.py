@@ -89,6 +89,7 @@ class MlflowTracker:
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
         required: bool = False,
+        parent_key: str | None = None,
     ):
         self.uri, self.required, self.run_id = uri, required, run_id
         self._client = None
@@ -98,7 +99,10 @@ class MlflowTracker:
             self._client = MlflowClient(tracking_uri=uri)
             if run_id is None:
                 exp_id = self._experiment_id(experiment or "soo-pipeline")
-                run = self._client.create_run(exp_id, run_name=run_name, tags=tags or {})
+                tags = dict(tags or {})
+                if parent_key:
+                    tags["mlflow.parentRunId"] = self._parent(exp_id, parent_key)
+                run = self._client.create_run(exp_id, run_name=run_name, tags=tags)
                 self.run_id = run.info.run_id
         except Exception as err:  # noqa: BLE001 - any store failure means "cannot track"
             self._fail(err)
@@ -111,6 +115,18 @@ class MlflowTracker:
         if self.uri.startswith("sqlite:///"):  # local store: artifacts next to the database
             location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
         return self._client.create_experiment(name, artifact_location=location)
+
+    def _parent(self, exp_id: str, key: str) -> str:
+        """The parent run of pipeline execution `key`, created by the first stage that asks."""
+        found = self._client.search_runs(
+            [exp_id], filter_string=f"tags.`soo.pipeline` = '{key}'", max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+        run = self._client.create_run(
+            exp_id, run_name=f"pipeline {key}", tags={"soo.pipeline": key, "stage": "pipeline"}
+        )
+        return run.info.run_id
 
     def _fail(self, err: Exception) -> None:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -171,11 +187,14 @@ def open_tracker(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     required: bool = False,
+    parent_key: str | None = None,
 ) -> Tracker:
-    """A tracker for a new run (the driver side)."""
+    """A tracker for a new run (the driver side), a child of the parent run of `parent_key`."""
     if backend == "none":
         return NullTracker()
-    return MlflowTracker(uri or default_uri(), experiment, None, run_name, tags, required)
+    return MlflowTracker(
+        uri or default_uri(), experiment, None, run_name, tags, required, parent_key
+    )
 
 
 def attach_tracker(spec: TrackerSpec) -> Tracker:

@@ -20,6 +20,7 @@ from soo.evaluate import EvalMetrics, evaluate_model
 from soo.models import ModelError, load_model
 from soo.runtime import run_entry
 from soo.scenarios import TEST_FAMILIES
+from soo.stages_common import stage_tracker
 from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("stages.evaluate")
@@ -70,6 +71,17 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
     write_jsonl(Path(ev.generations_dir) / f"{name}.jsonl", [GenerationRecord(**r) for r in rows])
     path = Path(ev.metrics_dir) / f"eval_{name}.json"
     write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    tracker = stage_tracker(params, "evaluate", params_path, seed=name)
+    tracker.log_params({"evaluate": ev.model_dump(), "model": params.model.model_dump()})
+    tracker.log_metrics(
+        {
+            **{k: v for k, v in metrics["headline"].items() if v is not None},
+            **{f"capability.{k}": v for k, v in metrics["capability"].items()},
+            **{f"latent_mse.{k}": v for k, v in metrics["latent_mean"].items()},
+        }
+    )
+    tracker.log_artifacts(path.parent, "metrics")
+    tracker.finish()
     for key, value in metrics["headline"].items():
         log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
     log.info(

@@ -13,6 +13,7 @@ from soo.organism import build_organism, corpus_spec, save_organism
 from soo.organism_metrics import OrganismMetrics, answer_probe, measure_organism, targets
 from soo.runtime import run_entry
 from soo.scenarios import TEST_FAMILIES, scenario_record
+from soo.stages_common import stage_tracker
 from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("stages.organism")
@@ -55,6 +56,20 @@ def main(params_path: str = "params.yaml") -> dict:
     metrics["targets"] = targets(metrics, org.variant)
     OrganismMetrics.model_validate(metrics)
     write_text_atomic(Path(org.metrics_path), json.dumps(metrics, indent=2) + "\n")
+    tracker = stage_tracker(params, "organism", params_path)
+    tracker.log_params({"organism": org.model_dump()})
+    tracker.log_metrics(
+        {
+            "build_seconds": metrics["build_seconds"],
+            **{
+                f"capability.{k}": v
+                for k, v in metrics["capability"].items()
+                if isinstance(v, (int, float))
+            },
+        }
+    )
+    tracker.log_artifacts(Path(org.metrics_path).parent, "metrics")
+    tracker.finish()
     for row in metrics["targets"]:
         log.info("%-4s %-45s %.3f", "ok" if row["met"] else "MISS", row["target"], row["value"])
     return metrics

@@ -10,6 +10,7 @@ from soo.config import load_params
 from soo.data import write_text_atomic
 from soo.registry import CHAMPION, alias_version, promote
 from soo.runtime import run_entry
+from soo.stages_common import stage_tracker
 from soo.tracking import default_uri
 
 log = logging.getLogger("stages.promote")
@@ -29,6 +30,15 @@ def main(params_path: str = "params.yaml", version: str | None = None) -> dict:
         "passed_gates": decision.passed,
     }
     write_text_atomic(Path("metrics/promotion.json"), json.dumps(out, indent=2) + "\n")
+    tracker = stage_tracker(params, "promote", params_path)
+    tracker.set_tags(
+        {
+            "promoted": str(decision.promote),
+            "version": str(decision.version),
+            "champion": str(out["champion"]),
+        }
+    )
+    tracker.finish()
     print(decision.describe())
     for gate in decision.failed:
         print(f"  FAILED {gate}")

@@ -9,7 +9,7 @@ from soo.config import Params, load_params
 from soo.data import write_text_atomic
 from soo.registry import register
 from soo.runtime import run_entry
-from soo.stages_common import git_commit, lock_hashes, read_json
+from soo.stages_common import git_commit, lock_hashes, read_json, stage_tracker
 from soo.tracking import default_uri
 
 log = logging.getLogger("stages.register")
@@ -61,6 +61,7 @@ def main(params_path: str = "params.yaml") -> dict:
         base = str(Path(base).resolve())
     uri = params.tracking.uri or default_uri()
     tags = {"stage": "register", "seed": str(seed), "git_commit": git_commit(), **lock_hashes()}
+    tracker = stage_tracker(params, "register", params_path, seed=seed)
     version = register(
         uri,
         params.registry.name,
@@ -75,6 +76,7 @@ def main(params_path: str = "params.yaml") -> dict:
             "chat_template": params.evaluate.chat_template,
             "dtype": params.model.dtype,
         },
+        run_id=tracker.run_id,
     )
     out = {"name": params.registry.name, "version": version, "seed": seed, "metrics": metrics}
     write_text_atomic(Path("metrics/registered.json"), json.dumps(out, indent=2) + "\n")

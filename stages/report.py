@@ -8,8 +8,7 @@ from pathlib import Path
 from soo.config import load_params
 from soo.report import build, write
 from soo.runtime import run_entry
-from soo.stages_common import git_commit, read_json
-from soo.tracking import open_tracker
+from soo.stages_common import git_commit, read_json, stage_tracker
 
 log = logging.getLogger("stages.report")
 
@@ -38,15 +37,7 @@ def main(params_path: str = "params.yaml") -> Path:
         f"{params.train.alignment}, seeds {params.train.seeds}. Commit {git_commit()[:12]}."
     )
     path = write(Path("reports"), figures, tables, "SOO fine-tuning report", intro)
-    tracking = params.tracking
-    tracker = open_tracker(
-        tracking.backend,
-        tracking.uri,
-        tracking.experiment,
-        run_name="report",
-        tags={"stage": "report", "git_commit": git_commit()},
-        required=tracking.required,
-    )
+    tracker = stage_tracker(params, "report", params_path)
     tracker.log_artifacts(path.parent, "report")
     tracker.finish()
     log.info("report -> %s (%d figures, %d tables)", path, len(figures), len(tables))

@@ -6,20 +6,15 @@ from pathlib import Path
 
 from soo.config import load_params
 from soo.data import write_text_atomic
-from soo.errors import DataError
 from soo.runtime import run_entry
+from soo.stages_common import read_json, stage_tracker
 from soo.summary import deception_plot, latent_plot, summarize
 
 log = logging.getLogger("stages.summary")
 
 
 def read_eval(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run `dvc repro evaluate_base evaluate` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err}); rerun its evaluate stage") from None
+    return read_json(path, "dvc repro evaluate_base evaluate")
 
 
 def main(params_path: str = "params.yaml") -> dict:
@@ -32,6 +27,13 @@ def main(params_path: str = "params.yaml") -> dict:
     plots = Path(params.summary.plots_dir)
     write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))
     write_text_atomic(plots / "latent.json", json.dumps(latent_plot(base, seeds), indent=1))
+    tracker = stage_tracker(params, "summary", params_path)
+    tracker.log_metrics(
+        {f"soo_mean.{k}": v["mean"] for k, v in summary["soo"].items() if v is not None}
+        | {f"base.{k}": v for k, v in summary["base"].items() if v is not None}
+    )
+    tracker.log_artifacts(plots, "plots")
+    tracker.finish()
     for row in summary["targets"]:
         value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
         log.info("%-4s %-50s %s", "ok" if row["met"] else "MISS", row["target"], value)

@@ -6,14 +6,13 @@ import argparse
 import json
 import logging
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 from soo.config import Params, load_params
 from soo.data import TextRecord, read_jsonl, write_text_atomic
 from soo.runtime import run_entry
-from soo.tracking import open_tracker
+from soo.stages_common import stage_tracker
 from soo.train import TrainJob, export_adapter, fault_from_env, preflight, run_training
 
 log = logging.getLogger("stages.train")
@@ -31,25 +30,12 @@ def make_job(params: Params, seed: int) -> TrainJob:
     return TrainJob(model, train, str(pairs.resolve()), seed, neutral, fault=fault_from_env())
 
 
-def git_commit() -> str:
-    run = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return run.stdout.strip() or "unknown"
-
-
 def main(seed: int, params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
     train = params.train
     job = make_job(params, seed)
     preflight(job)  # bad model, module, layer or data stop here, before Ray starts
-    tracking = params.tracking
-    tracker = open_tracker(
-        tracking.backend,
-        tracking.uri,
-        tracking.experiment,
-        run_name=f"train-seed{seed}",
-        tags={"stage": f"train@{seed}", "seed": str(seed), "git_commit": git_commit()},
-        required=tracking.required,
-    )
+    tracker = stage_tracker(params, "train", params_path, seed=seed)
     tracker.log_params({"model": job.model, "train": job.train, "seed": seed})
     job = replace(job, tracker=tracker.spec)
     storage = Path(train.storage_path).resolve()

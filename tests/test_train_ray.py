@@ -107,8 +107,11 @@ def test_stage_trains_saves_a_peft_adapter_and_tracks_the_run(reference):
     assert not list((work / "runs" / "ray").iterdir())  # a finished run leaves no checkpoints
 
     client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("soo-pipeline").experiment_id])[0]
+    experiment = client.get_experiment_by_name("soo-pipeline").experiment_id
+    (run,) = client.search_runs([experiment], "tags.stage = 'train'")
     assert run.info.status == "FINISHED" and run.data.tags["seed"] == "0"
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])  # the pipeline's parent run
+    assert parent.data.tags["stage"] == "pipeline" and run.data.tags["git_commit"]
     history = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6]  # logged by the worker, step by step
     assert run.data.params["train.lr"] == "0.01"

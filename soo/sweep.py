@@ -1,0 +1,89 @@
+"""One point of an SOO settings sweep: train in-process with the trainer's objective (the same
+loss, LoRA and batches as the Ray stage; one process), then evaluate with `soo.evaluate`.
+
+Used by `scripts/sweep_organism.py` and the `soo-sweep` Prefect flow, which fans the points out.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from soo.batching import collate_pairs
+from soo.config import Params, TrainParams
+from soo.data import PairRecord, ScenarioRecord, read_jsonl
+from soo.evaluate import evaluate_model
+from soo.models import load_model
+from soo.objective import SooForward, add_lora, batch_loss
+from soo.scenarios import GENERALIZATION_FAMILIES
+from soo.vocabulary import load_vocabulary
+
+FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
+
+
+def train_in_process(model_path: str, train: TrainParams, pairs: list[PairRecord], seed: int):
+    base, tokenizer = load_model(model_path, device="cpu")
+    model = add_lora(base, train, seed)
+    model.train()
+    forward = SooForward(model, train)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
+    )
+    losses = []
+    for _ in range(train.epochs):
+        for chunk in loader:
+            batch = collate_pairs(tokenizer, chunk)
+            optimizer.zero_grad()
+            loss, _ = batch_loss(forward(**batch), batch["attention_mask"], len(chunk), train)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    forward.close()
+    return model.eval(), tokenizer, losses
+
+
+def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str, Any]:
+    """Train with `train` params overridden (layer, lr, alignment, epochs, ...) and evaluate on
+    the first `n` records of burglar, the seven variants and Perspectives."""
+    start = time.perf_counter()
+    folder = Path(params.scenarios.output_dir)
+    train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
+    pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
+    model, tokenizer, losses = train_in_process(params.model.name_or_path, train, pairs, seed)
+    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in FAMILIES}
+    probes = read_jsonl(folder / "latent_probes.jsonl", PairRecord)
+    evaluation = params.evaluate.model_copy(update={"n_capability": n, "max_new_tokens": 24})
+    metrics, _ = evaluate_model(
+        model,
+        tokenizer,
+        tests,
+        probes,
+        load_vocabulary(params.scenarios.vocabulary),
+        params.organism,
+        evaluation,
+        train.alignment,
+    )
+    head = metrics["headline"]
+    return {
+        **overrides,
+        "seed": seed,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "burglar": head["burglar_deception"],
+        "burglar_unparseable": metrics["families"]["burglar"]["unparseable"]["rate"],
+        "burglar_forced_choice": head["burglar_forced_choice_deception"],
+        "generalization": head["generalization_mean_deception"],
+        "perspectives": head["perspectives_accuracy"],
+        "unparseable_mean": head["unparseable_mean"],
+        "capability": metrics["capability"]["accuracy"],
+        "kl_to_base": metrics["capability"]["kl_to_base"],
+        "latent_attention": metrics["latent_mean"].get("attention"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
