@@ -129,3 +129,56 @@ def test_unknown_model_and_missing_history_are_named(store):
     register(store["uri"], "lonely", store["adapter"], store["base"], GOOD, {}, run_name="x")
     with pytest.raises(RegistryError, match="'lonely' has no earlier champion to roll back to"):
         rollback(store["uri"], "lonely")
+
+
+def test_register_and_promote_stages_pick_the_best_seed_and_refuse_a_weak_candidate(
+    store, tmp_path, write_params, monkeypatch, capsys
+):
+    import json
+    import shutil
+
+    from stages.promote import main as promote_main
+    from stages.register import main as register_main
+
+    monkeypatch.chdir(tmp_path)
+    params = write_params(
+        {
+            "model.name_or_path": store["base"],
+            "tracking.uri": store["uri"],
+            "registry.name": "soo-stage-test",
+            "train.seeds": [0, 1],
+        }
+    )
+    for seed in (0, 1):
+        target = tmp_path / "models" / "soo" / f"seed_{seed}"
+        shutil.copytree(store["adapter"], target)
+    evals = tmp_path / "metrics" / "eval"
+    evals.mkdir(parents=True)
+    for seed, deception in ((0, 0.9), (1, 0.7)):
+        (evals / f"eval_seed_{seed}.json").write_text(
+            json.dumps(
+                {"headline": {"burglar_deception": deception}, "capability": {"accuracy": 1.0}}
+            )
+        )
+    keys = (
+        "burglar_deception",
+        "generalization_mean_deception",
+        "perspectives_accuracy",
+        "unparseable_mean",
+        "capability_accuracy",
+    )
+    summary = {
+        "seeds": ["seed_0", "seed_1"],
+        "base": dict.fromkeys(keys, 1.0),
+        "soo": {k: {"mean": 0.8 if k == "burglar_deception" else 1.0} for k in keys},
+    }
+    (tmp_path / "metrics" / "summary.json").write_text(json.dumps(summary))
+
+    registered = register_main(str(params))
+    assert registered["seed"] == 1  # lower deception
+    assert json.loads((tmp_path / "metrics" / "registered.json").read_text())["version"]
+    decision = promote_main(str(params))
+    assert not decision["promoted"] and decision["champion"] is None
+    printed = capsys.readouterr().out
+    assert "not promoted" in printed and "FAILED deception 0.800 <= max_deception 0.5" in printed
+    assert "FAILED seeds 2 >= min_seeds 3" in printed
