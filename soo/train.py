@@ -20,7 +20,7 @@ import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class TrainJob:
     neutral: list[str] = field(default_factory=list)
     tracker: TrackerSpec = field(default_factory=lambda: TrackerSpec("none"))
     fault: tuple[int, str] | None = None  # (epoch, marker file): a fault drill, see FAULT_ENV
+    run_dir: str | None = None  # set by run_training: where Ray keeps this run
 
     @property
     def train_params(self) -> TrainParams:
@@ -206,7 +207,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ckpt = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report(metrics, checkpoint=ckpt)
             if rank == 0 and job.fault is not None:
-                _maybe_inject_fault(epoch + 1, *job.fault)
+                _maybe_inject_fault(epoch + 1, *job.fault, run_dir=job.run_dir)
         # No report between checkpoints: each report is a barrier through the Ray Train
         # controller (about 1.5 s here), and step metrics go to the tracker anyway.
     forward.close()
@@ -264,13 +265,53 @@ def _summary(progress, diagnostics, start, pairs_done, world, device, train) -> 
     }
 
 
-def _maybe_inject_fault(epoch: int, target: int, marker: str) -> None:
+def _maybe_inject_fault(epoch: int, target: int, marker: str, run_dir: str | None) -> None:
     if epoch != target or Path(marker).exists():
         return
     Path(marker).write_text(f"killed after epoch {epoch}\n")
+    _wait_until_registered(run_dir, epoch)
     log.warning("fault drill: killing this worker after the checkpoint of epoch %d", epoch)
-    time.sleep(2.0)  # let the controller register the reported checkpoint first
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait_until_registered(run_dir: str | None, epoch: int, timeout: float = 60.0) -> None:
+    """Wait until the Ray Train controller has recorded the checkpoint of `epoch` in its snapshot
+    file: a worker killed before that loses the checkpoint (the report was still queued)."""
+    snapshot = Path(run_dir or "") / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run_dir and snapshot.is_file() and _mentions_epoch(snapshot.read_text(), epoch):
+            return
+        time.sleep(0.2)
+    log.warning(
+        "fault drill: checkpoint of epoch %d not seen in %s after %.0f s", epoch, snapshot, timeout
+    )
+
+
+def _mentions_epoch(text: str, epoch: int) -> bool:
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("epoch") == epoch:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.startswith(("{", "[")):
+            stack.append(_loads_or_none(node))
+    return False
+
+
+def _loads_or_none(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def fault_from_env() -> tuple[int, str] | None:
@@ -292,6 +333,7 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
     train = job.train_params
     started = _ensure_ray(train)
     name = f"soo-seed{job.seed}-{job.fingerprint()}"
+    job = replace(job, run_dir=str(Path(storage_path) / name))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job},
