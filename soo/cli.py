@@ -111,5 +111,24 @@ def rollback(path: Path = PARAMS) -> None:
     run_entry(run)
 
 
+def main() -> None:
+    """The console script: usage errors (a missing or unknown option) become one line on stderr
+    with exit code 2, like every other input error."""
+    import sys
+
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older typer with the click package
+        from click import exceptions as click_errors
+
+    try:
+        app(standalone_mode=False)
+    except click_errors.UsageError as err:
+        command = err.ctx.command_path if err.ctx else "soo"
+        message = err.format_message().rstrip(".")
+        print(f"{command}: {message}; see `{command} --help`", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -20,6 +20,10 @@ QUIET_ENV = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # An unreachable tracking server costs seconds, not the minutes of MLflow's default retries.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 T = TypeVar("T")

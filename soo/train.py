@@ -381,12 +381,14 @@ def _ensure_ray(train: TrainParams) -> bool:
     if ray.is_initialized():
         return False
     address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
+    local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
     ray.init(
         address=address,
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,
         configure_logging=True,
+        **local,
     )
     return True
 

@@ -139,6 +139,10 @@ def test_tiny_organism_round_trips_offline(tests_and_held_out, tmp_path, monkeyp
         organism.model.state_dict().items(), again.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+    # Determinism down to the bytes on disk: same params and seed, same files.
+    second = save_organism(again.model, again.tokenizer, tmp_path / "again")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (second / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_stage_writes_model_and_metrics_schema(write_params, tmp_path, monkeypatch):

@@ -146,3 +146,27 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_finishes(reference, set
     resumed = adapter(result.adapter_dir)
     for key in uninterrupted:
         assert_close(resumed[key], uninterrupted[key], rtol=RTOL, atol=ATOL, msg=key)
+
+
+def test_unreachable_tracking_is_skipped_or_stops_before_any_work(local_ray, reference, caplog):
+    from soo.tracking import TrackingError
+    from stages.train import main
+
+    work, _ = reference
+    adapter = work / "models" / "soo" / "seed_0" / "adapter_model.safetensors"
+    before = adapter.read_bytes()
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["tracking"]["uri"] = "http://127.0.0.1:9"  # nothing listens there
+    params["tracking"]["required"] = True
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        with pytest.raises(TrackingError, match=r"tracking\.uri 'http://127\.0\.0\.1:9': MLflow"):
+            main(seed=0)
+        assert adapter.read_bytes() == before  # stopped before any work: nothing replaced
+        params["tracking"]["required"] = False
+        (work / "params.yaml").write_text(yaml.safe_dump(params))
+        with caplog.at_level("WARNING"):
+            metrics = main(seed=0)
+    assert "tracking skipped" in caplog.text
+    assert metrics["steps"] == 6 and adapter.read_bytes() == before  # same seed, same adapter

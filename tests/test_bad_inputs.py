@@ -1,0 +1,304 @@
+"""The bad-input matrix: each case runs a real entry point (a stage or the `soo` command) in a
+subprocess on a small project and must end with one line on stderr naming the input and the fix,
+exit code 2, no traceback, no partial output and no earlier output changed."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from soo.config import TrainParams
+from soo.data import ScenarioRecord, read_jsonl
+from soo.scenarios import TEST_FAMILIES
+from tests.conftest import ROOT
+from tests.tiny import save_tiny_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Scenarios, a tiny model, a trained-looking adapter, earlier metrics and a registry."""
+    from soo.models import load_model
+    from soo.objective import add_lora
+    from soo.registry import client
+    from stages.scenarios import main as scenarios
+
+    root = tmp_path_factory.mktemp("project")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["scenarios"]["n_test"] = 8
+    params["model"]["name_or_path"] = "model"
+    params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        scenarios("params.yaml")
+    finally:
+        os.chdir(cwd)
+    texts = [
+        r.prompt
+        for f in TEST_FAMILIES
+        for r in read_jsonl(root / "data" / "scenarios" / f"{f}.jsonl", ScenarioRecord)
+    ]
+    texts += (root / "data" / "scenarios" / "soo_pairs.jsonl").read_text().replace('"', " ").split()
+    save_tiny_model(root / "model", [" ".join(texts)])
+    model, _ = load_model(str(root / "model"), device="cpu")
+    add_lora(model, TrainParams(), seed=0).save_pretrained(root / "models" / "soo" / "seed_0")
+    (root / "metrics" / "eval").mkdir(parents=True)
+    (root / "metrics" / "eval" / "eval_base.json").write_text("{}")
+    (root / "metrics" / "train_seed_0.json").write_text('{"earlier": true}\n')
+    registry = client(params["tracking"]["uri"])
+    registry.create_registered_model("no-alias-model")  # a model without a candidate
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    skip = {"params.yaml", "mlflow.db"}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in skip and "__pycache__" not in p.parts
+    }
+
+
+def set_params(root: Path, changes: dict) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+PAIRS = "data/scenarios/soo_pairs.jsonl"
+TRAIN = ["-m", "stages.train", "--seed", "0"]
+EVALUATE = ["-m", "stages.evaluate", "--model", "base"]
+SOO = ["-m", "soo.cli"]
+
+
+def write(path: str, text: str):
+    return lambda root: (root / path).write_text(text)
+
+
+def first_pair_without_field(root: Path) -> None:
+    lines = (root / PAIRS).read_text().splitlines()
+    record = json.loads(lines[0])
+    record.pop("self_prompt")
+    (root / PAIRS).write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+
+
+def unequal_pair(root: Path) -> None:
+    lines = (root / PAIRS).read_text().splitlines()
+    record = json.loads(lines[2])
+    record["other_prompt"] = "Bob " + record["other_prompt"]
+    lines[2] = json.dumps(record)
+    (root / PAIRS).write_text("\n".join(lines) + "\n")
+
+
+def corrupt_line(root: Path) -> None:
+    lines = (root / PAIRS).read_text().splitlines()
+    lines[2] = lines[2][:40]
+    (root / PAIRS).write_text("\n".join(lines) + "\n")
+
+
+def unsupported_architecture(root: Path) -> None:
+    folder = root / "strange"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    set_params(root, {"model.name_or_path": "strange"})
+
+
+def empty_folder(root: Path) -> None:
+    (root / "empty").mkdir()
+    set_params(root, {"model.name_or_path": "empty"})
+
+
+CASES = [
+    # params.yaml
+    ("unknown key", {"train.lrr": 1}, TRAIN, r"params\.yaml: train\.lrr: unknown key"),
+    ("wrong type", {"train.epochs": "many"}, TRAIN, r"params\.yaml: train\.epochs: .*integer"),
+    ("out of range", {"train.lora.r": -1}, TRAIN, r"train\.lora\.r: must be > 0, got -1"),
+    (
+        "relative depth out of range",
+        {"train.layer": 1.5},
+        TRAIN,
+        r"train\.layer: must be an integer index or a relative depth in \(0, 1\)",
+    ),
+    (
+        "workers vs batch",
+        {"train.batch_size": 3, "train.num_workers": 2},
+        TRAIN,
+        r"train\.batch_size: must be divisible by num_workers",
+    ),
+    (
+        "capability without prompts",
+        {"train.capability.weight": 0.5},
+        TRAIN,
+        r"train\.capability\.prompts: is needed when capability\.weight > 0",
+    ),
+    (
+        "unknown family",
+        {"evaluate.families": ["burglr"]},
+        EVALUATE,
+        r"evaluate\.families: unknown \['burglr'\]",
+    ),
+    (
+        "train/test overlap",
+        {"scenarios.train_items": ["leather wallet"]},
+        ["-m", "stages.scenarios"],
+        r"scenarios\.train_items: test object .* shares the word 'leather'",
+    ),
+    ("not YAML", write("params.yaml", "train: [\n"), TRAIN, r"params\.yaml: not valid YAML"),
+    (
+        "params missing",
+        None,
+        [*TRAIN, "--params", "nowhere.yaml"],
+        r"nowhere\.yaml: file not found; run from the project root",
+    ),
+    # the model
+    (
+        "missing model folder",
+        {"model.name_or_path": "/nowhere/model"},
+        TRAIN,
+        r"model path '/nowhere/model' does not exist; build the organism",
+    ),
+    (
+        "hub id offline",
+        {"model.name_or_path": "nobody/no-such-model"},
+        EVALUATE,
+        r"model 'nobody/no-such-model': cannot be loaded",
+    ),
+    (
+        "unsupported architecture",
+        unsupported_architecture,
+        TRAIN,
+        r"model '.*strange': cannot be loaded: .*does not recognize this architecture",
+    ),
+    ("folder without config", empty_folder, TRAIN, r"model folder '.*empty' has no config\.json \(found: \[\]\); point model\.name_or_path"),
+    (
+        "impossible layer",
+        {"train.layer": 9},
+        TRAIN,
+        r"train\.layer: 9 is out of range for a model with 4 layers; use 0\.\.3",
+    ),
+    (
+        "unknown module",
+        {"train.module": "model.layers.{layer}.attn.o_proj"},
+        TRAIN,
+        r"train\.module: 'model\.layers\.2\.attn\.o_proj' is not a module of this model; valid names",
+    ),
+    (
+        "bad LoRA targets",
+        {"train.lora.target_modules": ["query"]},
+        TRAIN,
+        r"train\.lora\.target_modules \['query'\]",
+    ),
+    ("4-bit on CPU", {"model.load_in_4bit": True}, EVALUATE, r"model\.load_in_4bit: .*needs a GPU"),
+    # data
+    (
+        "missing data file",
+        lambda root: (root / PAIRS).unlink(),
+        TRAIN,
+        r"soo_pairs\.jsonl: file not found; run `dvc repro scenarios`",
+    ),
+    ("corrupt JSONL line", corrupt_line, TRAIN, r"soo_pairs\.jsonl:3: not valid JSON"),
+    (
+        "wrong schema",
+        first_pair_without_field,
+        TRAIN,
+        r"soo_pairs\.jsonl:1: self_prompt: field required",
+    ),
+    ("empty file", write(PAIRS, ""), TRAIN, r"soo_pairs\.jsonl: file has no records"),
+    (
+        "unequal pair under full",
+        unequal_pair,
+        TRAIN,
+        r"1 pairs \(first: soo_pairs-0002\) have self and other prompts of different token lengths",
+    ),
+    (
+        "missing metrics for summary",
+        None,
+        ["-m", "stages.summary"],
+        r"eval_seed_0\.json: not found; run `dvc repro evaluate_base evaluate` first",
+    ),
+    (
+        "corrupt metrics for summary",
+        write("metrics/eval/eval_base.json", "{not json"),
+        ["-m", "stages.summary"],
+        r"eval_base\.json: not valid JSON .*; rerun",
+    ),
+    (
+        "missing adapter",
+        None,
+        ["-m", "stages.evaluate", "--model", "seed_5"],
+        r"adapter 'models/soo/seed_5' not found; train it",
+    ),
+    # the registry
+    (
+        "unknown registered model",
+        {"registry.name": "nope"},
+        [*SOO, "promote"],
+        r"registered model 'nope' does not exist",
+    ),
+    (
+        "missing alias",
+        {"registry.name": "no-alias-model"},
+        [*SOO, "promote"],
+        r"registered model 'no-alias-model' has no 'candidate' alias",
+    ),
+    (
+        "nothing to roll back",
+        {"registry.name": "no-alias-model"},
+        [*SOO, "rollback"],
+        r"'no-alias-model' has no earlier champion to roll back to",
+    ),
+    # CLI misuse
+    (
+        "missing option",
+        None,
+        [*SOO, "evaluate", "--model", "model"],
+        r"evaluate: Missing option '--scenarios'; see `.* evaluate --help`",
+    ),
+    ("unknown command", None, [*SOO, "trian"], r"No such command 'trian'; see"),
+    (
+        "scenario file missing",
+        None,
+        [*SOO, "evaluate", "--scenarios", "none.jsonl", "--model", "model"],
+        r"none\.jsonl: file not found",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "command", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_fails_cleanly(project, tmp_path, name, setup, command, message):
+    import re
+
+    root = tmp_path / "p"
+    shutil.copytree(project, root)
+    if isinstance(setup, dict):
+        set_params(root, setup)
+    elif setup is not None:
+        setup(root)
+    before = snapshot(root)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, *command], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert re.search(message, lines[-1]), lines[-1]
+    assert snapshot(root) == before  # nothing written, nothing earlier destroyed
+
+
+def test_the_matrix_is_large_enough():
+    assert len(CASES) >= 25

@@ -1,0 +1,44 @@
+"""Security defaults: no pickle in the code, safetensors on disk, trust_remote_code off and logged,
+servers on loopback."""
+
+import re
+
+from soo.config import ModelParams
+from soo.models import load_model
+from tests.conftest import ROOT, project_files
+from tests.tiny import save_tiny_model
+
+PICKLE = re.compile(r"\bimport pickle\b|\bpickle\.|torch\.save\(|torch\.load\(|\bjoblib\b|dill\b")
+
+
+def test_no_pickle_in_the_code():
+    offenders = [
+        name
+        for name in project_files()
+        if name.endswith(".py")
+        and not name.startswith("tests/")
+        and PICKLE.search((ROOT / name).read_text())
+    ]
+    assert offenders == []
+
+
+def test_servers_and_remote_code_are_off_or_local_by_default():
+    assert ModelParams().trust_remote_code is False
+    train = (ROOT / "soo" / "train.py").read_text()
+    assert '"_node_ip_address": "127.0.0.1"' in train and "include_dashboard=False" in train
+    readme = (ROOT / "README.md").read_text()
+    assert "mlflow server --host 127.0.0.1" in readme and "mlflow ui --host 127.0.0.1" in readme
+    assert "0.0.0.0" not in readme
+
+
+def test_trust_remote_code_is_logged_when_on(tmp_path, caplog):
+    folder = save_tiny_model(tmp_path / "m", ["a b"])
+    with caplog.at_level("WARNING"):
+        load_model(str(folder), device="cpu", trust_remote_code=True)
+    assert "trust_remote_code is ON" in caplog.text
+
+
+def test_no_secrets_in_params():
+    """params.yaml is logged to MLflow by every stage: it must hold no credentials."""
+    text = (ROOT / "params.yaml").read_text().lower()
+    assert not re.search(r"(password|secret|token|api_key|apikey)\s*:", text)
