@@ -298,6 +298,10 @@ def test_bad_input_fails_cleanly(project, tmp_path, name, setup, command, messag
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert re.search(message, lines[-1]), lines[-1]
     assert snapshot(root) == before  # nothing written, nothing earlier destroyed
+    if os.environ.get("SOO_MATRIX_LOG"):  # collect what each case printed, for the docs
+        with open(os.environ["SOO_MATRIX_LOG"], "a") as handle:
+            handle.write(json.dumps({"case": name, "exit": done.returncode, "line": lines[-1]}))
+            handle.write("\n")
 
 
 def test_the_matrix_is_large_enough():

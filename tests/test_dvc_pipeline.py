@@ -48,3 +48,50 @@ def test_dvc_repro_scenarios_writes_every_family_and_caches(repo_copy: Path):
     # The failed run destroyed nothing: the earlier datasets are still in place.
     assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(FAMILIES)
     assert len((out / "burglar.jsonl").read_text().splitlines()) == 100
+
+
+def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
+    """Ctrl-C in the middle of a stage, then `dvc repro` again: it finishes, and the stages that
+    had finished are not run again."""
+    import signal
+    import time
+
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["scenarios"]["n_test"] = 40
+    params["organism"]["corpus"].update({"n_docs": 600, "n_drills": 200, "n_selection": 200})
+    params["organism"]["model"].update({"hidden_size": 32, "num_heads": 2, "intermediate_size": 64})
+    params["organism"]["train"].update(
+        {
+            "steps": 1500,
+            "curriculum_steps": 2,
+            "selection_steps": 2,
+            "batch_size": 4,
+            "drill_batch_size": 4,
+            "threads": 1,
+        }
+    )
+    params["organism"]["eval"].update({"n_per_family": 4, "n_capability": 4})
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert dvc("repro", "scenarios", cwd=repo_copy).returncode == 0
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    started = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "organism"],
+        cwd=repo_copy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(15)  # well inside the organism's training
+    assert started.poll() is None, "the stage finished before it could be interrupted"
+    os.killpg(started.pid, signal.SIGINT)
+    output = started.communicate(timeout=120)[0]
+    assert started.returncode != 0, output
+    assert not (repo_copy / "models" / "organism" / "model.safetensors").exists()
+
+    again = dvc("repro", "organism", cwd=repo_copy)
+    assert "Stage 'scenarios' didn't change, skipping" in again.stdout, again.stdout
+    assert "Running stage 'organism'" in again.stdout
+    assert (repo_copy / "models" / "organism" / "model.safetensors").is_file()
