@@ -26,6 +26,9 @@ def test_servers_and_remote_code_are_off_or_local_by_default():
     assert ModelParams().trust_remote_code is False
     train = (ROOT / "soo" / "train.py").read_text()
     assert '"_node_ip_address": "127.0.0.1"' in train and "include_dashboard=False" in train
+    from prefect.settings import get_current_settings
+
+    assert get_current_settings().server.api.host == "127.0.0.1"  # the ephemeral server
     readme = (ROOT / "README.md").read_text()
     assert "mlflow server --host 127.0.0.1" in readme and "mlflow ui --host 127.0.0.1" in readme
     assert "0.0.0.0" not in readme
