@@ -408,10 +408,16 @@ def export_adapter(result: TrainResult, output_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
     staging.chmod(0o755)
     try:
-        for name in ("adapter_model.safetensors", "adapter_config.json", "README.md"):
+        for name in ("adapter_model.safetensors", "README.md"):
             source = result.adapter_dir / name
             if source.exists():
                 shutil.copy2(source, staging / name)
+        # peft writes target_modules from a set, in an order that changes between processes:
+        # sort it so the same training gives the same bytes (and the same DVC hash).
+        config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         old = output_dir.with_name(f".{output_dir.name}.old")
         if output_dir.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -183,7 +183,12 @@ CASES = [
         TRAIN,
         r"model '.*strange': cannot be loaded: .*does not recognize this architecture",
     ),
-    ("folder without config", empty_folder, TRAIN, r"model folder '.*empty' has no config\.json \(found: \[\]\); point model\.name_or_path"),
+    (
+        "folder without config",
+        empty_folder,
+        TRAIN,
+        r"model folder '.*empty' has no config\.json \(found: \[\]\); point model\.name_or_path",
+    ),
     (
         "impossible layer",
         {"train.layer": 9},
