@@ -84,7 +84,10 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
         text=True,
         start_new_session=True,
     )
-    time.sleep(15)  # well inside the organism's training
+    for line in started.stdout:  # the model is built: training (~10 s or more) starts now
+        if "soo.organism INFO model:" in line:
+            break
+    time.sleep(2)
     assert started.poll() is None, "the stage finished before it could be interrupted"
     os.killpg(started.pid, signal.SIGINT)
     output = started.communicate(timeout=120)[0]
