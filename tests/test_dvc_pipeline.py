@@ -48,4 +48,3 @@ def test_dvc_repro_scenarios_writes_every_family_and_caches(repo_copy: Path):
     # The failed run destroyed nothing: the earlier datasets are still in place.
     assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(FAMILIES)
     assert len((out / "burglar.jsonl").read_text().splitlines()) == 100
-
