@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from soo.batching import pad_right
 from soo.config import EvaluateParams, OrganismParams
 from soo.corpus import answer_for
-from soo.data import PairRecord, ScenarioRecord
+from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.forced_choice import continuation_logprobs
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
@@ -28,6 +30,14 @@ from soo.stats import rate
 from soo.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
+
+
+def load_inputs(
+    folder: Path, families: Iterable[str], n: int | None
+) -> tuple[dict[str, list[ScenarioRecord]], list[PairRecord]]:
+    """The first `n` records (all when None) of each family, and the latent-SOO probe pairs."""
+    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in families}
+    return tests, read_jsonl(folder / "latent_probes.jsonl", PairRecord)
 
 
 def answer_prefix(record: ScenarioRecord) -> str:

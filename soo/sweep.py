@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from soo.batching import collate_pairs
 from soo.config import Params, TrainParams
-from soo.data import PairRecord, ScenarioRecord, read_jsonl
-from soo.evaluate import evaluate_model
+from soo.data import PairRecord, read_jsonl
+from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.scenarios import GENERALIZATION_FAMILIES
@@ -57,8 +57,7 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
     train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
     pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
     model, tokenizer, losses = train_in_process(params.model.name_or_path, train, pairs, seed)
-    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in FAMILIES}
-    probes = read_jsonl(folder / "latent_probes.jsonl", PairRecord)
+    tests, probes = load_inputs(folder, FAMILIES, n)
     evaluation = params.evaluate.model_copy(update={"n_capability": n, "max_new_tokens": 24})
     metrics, _ = evaluate_model(
         model,

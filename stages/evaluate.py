@@ -10,13 +10,10 @@ from pathlib import Path
 from soo.config import Params, load_params
 from soo.data import (
     GenerationRecord,
-    PairRecord,
-    ScenarioRecord,
-    read_jsonl,
     write_jsonl,
     write_text_atomic,
 )
-from soo.evaluate import EvalMetrics, evaluate_model
+from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
 from soo.models import ModelError, load_model
 from soo.runtime import run_entry
 from soo.scenarios import TEST_FAMILIES
@@ -52,9 +49,7 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
     ev = params.evaluate
     folder = Path(params.scenarios.output_dir)
     n = ev.n_per_family
-    families = ev.families or TEST_FAMILIES
-    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in families}
-    probes = read_jsonl(folder / "latent_probes.jsonl", PairRecord)
+    tests, probes = load_inputs(folder, ev.families or TEST_FAMILIES, n)
     model, tokenizer = load_evaluated(params, name)
     metrics, rows = evaluate_model(
         model,

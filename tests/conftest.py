@@ -64,3 +64,30 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
+
+
+@pytest.fixture
+def stage_project(tmp_path, write_params, monkeypatch):
+    """A project with 8 records a family and a tiny random model that knows every word."""
+    from soo.data import ScenarioRecord, read_jsonl
+    from soo.scenarios import TEST_FAMILIES
+    from stages.scenarios import main as scenarios_main
+    from tests.tiny import save_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    params = write_params(
+        {
+            "scenarios.n_test": 8,
+            "evaluate.n_capability": 8,
+            "evaluate.max_new_tokens": 6,
+            "model.name_or_path": "model",
+        }
+    )
+    scenarios_main(str(params))
+    texts = [
+        r.prompt
+        for f in TEST_FAMILIES
+        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
+    ]
+    save_tiny_model(tmp_path / "model", texts)
+    return tmp_path, params

@@ -3,10 +3,6 @@ evaluation metrics (organism weights: tests/test_organism.py; adapters: tests/te
 
 import json
 
-from soo.data import ScenarioRecord, read_jsonl
-from soo.scenarios import TEST_FAMILIES
-from tests.tiny import save_tiny_model
-
 
 def test_scenario_files_are_byte_identical(tmp_path, write_params):
     from stages.scenarios import main
@@ -23,26 +19,10 @@ def test_scenario_files_are_byte_identical(tmp_path, write_params):
     assert (tmp_path / "c" / "burglar.jsonl").read_bytes() != outputs[0]["burglar.jsonl"]
 
 
-def test_evaluation_metrics_are_identical(tmp_path, write_params, monkeypatch):
+def test_evaluation_metrics_are_identical(stage_project):
     from stages.evaluate import main as evaluate
-    from stages.scenarios import main as scenarios
 
-    monkeypatch.chdir(tmp_path)
-    params = write_params(
-        {
-            "scenarios.n_test": 6,
-            "evaluate.n_capability": 6,
-            "evaluate.max_new_tokens": 6,
-            "model.name_or_path": "model",
-        }
-    )
-    scenarios(str(params))
-    texts = [
-        r.prompt
-        for f in TEST_FAMILIES
-        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
-    ]
-    save_tiny_model(tmp_path / "model", texts)
+    tmp_path, params = stage_project
     runs = []
     for _ in range(2):
         metrics = evaluate("base", str(params))

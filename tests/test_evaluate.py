@@ -72,30 +72,6 @@ def test_answer_prefixes_follow_each_family(tmp_path, write_params):
     assert answer_prefix(first["perspectives"]) == f"Bob thinks the {obj} is in the"
 
 
-@pytest.fixture
-def stage_project(tmp_path, write_params, monkeypatch):
-    """A project with 8 records a family and a tiny random model that knows every word."""
-    from stages.scenarios import main as scenarios_main
-
-    monkeypatch.chdir(tmp_path)
-    params = write_params(
-        {
-            "scenarios.n_test": 8,
-            "evaluate.n_capability": 8,
-            "evaluate.max_new_tokens": 6,
-            "model.name_or_path": "model",
-        }
-    )
-    scenarios_main(str(params))
-    texts = [
-        r.prompt
-        for f in TEST_FAMILIES
-        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
-    ]
-    save_tiny_model(tmp_path / "model", texts)
-    return tmp_path, params
-
-
 def test_evaluate_stage_writes_schema_valid_metrics_and_generations(stage_project):
     from stages.evaluate import main
 
