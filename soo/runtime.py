@@ -36,10 +36,18 @@ def configure(level: int = logging.INFO) -> None:
 
 
 def run_entry(main: Callable[[], T]) -> T:
-    """Run an entry point; a SooError becomes its one-line message on stderr and exit code 2."""
+    """Run an entry point; a SooError becomes its one-line message on stderr and exit code 2,
+    Ctrl-C a one-line note and exit code 130 (the shell's code for SIGINT)."""
     configure()
     try:
         return main()
     except SooError as err:
         print(str(err), file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        print(
+            "interrupted (Ctrl-C): the outputs of this step were not written; run it again"
+            " (training resumes from its last checkpoint)",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
