@@ -68,14 +68,29 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"model '{name_or_path}': cannot be loaded: {first}") from None
+        raise load_failure(name_or_path, err) from None
     if not load_in_4bit:
         model.to(device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def load_failure(name_or_path: str, err: Exception) -> ModelError:
+    """The error for a model that exists (folder or hub id) but does not load, with the fix."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    if Path(name_or_path).is_dir():
+        fix = (
+            "check that the folder holds a causal LM checkpoint (config.json, safetensors "
+            "weights, tokenizer) of an architecture this transformers version supports"
+        )
+    else:
+        fix = (
+            f"download it where there is network access (`hf download {name_or_path} "
+            "--local-dir models/<name>`) and set model.name_or_path to that folder"
+        )
+    return ModelError(f"model '{name_or_path}': cannot be loaded: {first}; {fix}")
 
 
 def check_source(name_or_path: str) -> str:

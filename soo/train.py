@@ -436,7 +436,7 @@ def preflight(job: TrainJob) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from soo.batching import unequal_pairs
-    from soo.models import ModelError, check_source
+    from soo.models import check_source, load_failure
 
     train = job.train_params
     source = check_source(job.model["name_or_path"])
@@ -447,9 +447,7 @@ def preflight(job: TrainJob) -> None:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust)
     except (OSError, ValueError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        name = job.model["name_or_path"]
-        raise ModelError(f"model '{name}': cannot be loaded: {first}") from None
+        raise load_failure(job.model["name_or_path"], err) from None
     add_lora(skeleton, train, job.seed)
     SooForward(skeleton, train).close()  # resolves train.module at train.layer, or names choices
     pairs = read_jsonl(job.pairs_path, PairRecord)

@@ -175,13 +175,14 @@ CASES = [
         "hub id offline",
         {"model.name_or_path": "nobody/no-such-model"},
         EVALUATE,
-        r"model 'nobody/no-such-model': cannot be loaded",
+        r"model 'nobody/no-such-model': cannot be loaded: .*; download it .*set model.name_or_path",
     ),
     (
         "unsupported architecture",
         unsupported_architecture,
         TRAIN,
-        r"model '.*strange': cannot be loaded: .*does not recognize this architecture",
+        r"model '.*strange': cannot be loaded: .*does not recognize this architecture.*; check that "
+        r"the folder holds a causal LM checkpoint",
     ),
     (
         "folder without config",
