@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--lrs", default="1e-4,3e-4,1e-3")
     parser.add_argument("--alignments", default="full,last,mean")
     parser.add_argument("--epochs", default="15")
+    parser.add_argument(
+        "--targets", default=None, help="LoRA target modules, e.g. q_proj,k_proj,v_proj,o_proj"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(ROOT / "reports" / "sweep.jsonl"))
@@ -42,9 +45,22 @@ def main() -> None:
         args.alignments.split(","),
         [int(x) for x in args.epochs.split(",")],
     )
+    extra = {}
+    if args.targets:
+        extra["lora"] = {
+            **params.train.lora.model_dump(),
+            "target_modules": args.targets.split(","),
+        }
     for layer, lr, alignment, epochs in grid:
         row = sweep_point(
-            params, args.n, args.seed, layer=layer, lr=lr, alignment=alignment, epochs=epochs
+            params,
+            args.n,
+            args.seed,
+            layer=layer,
+            lr=lr,
+            alignment=alignment,
+            epochs=epochs,
+            **extra,
         )
         with out.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
