@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +73,12 @@ class TrackerSpec:
     run_id: str | None = None
 
 
+def redact(text: str) -> str:
+    """`text` with the password of any URL in it hidden (user:secret@host -> user:***@host), so a
+    tracking or Ray address with credentials never reaches a log, an error or MLflow params."""
+    return re.sub(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+):[^@\s/]*@", r"\1:***@", text)
+
+
 def default_uri(root: str | Path = ".") -> str:
     """MLFLOW_TRACKING_URI if set, else a sqlite store in the project."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -129,14 +136,16 @@ class MlflowTracker:
         return run.info.run_id
 
     def _fail(self, err: Exception) -> None:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = redact((str(err).strip().splitlines() or [type(err).__name__])[0][:200])
         if self.required:
             raise TrackingError(
-                f"tracking.uri '{self.uri}': MLflow cannot be used ({first}); start the server, "
-                "fix tracking.uri, or set tracking.required: false to train without tracking"
+                f"tracking.uri '{redact(self.uri)}': MLflow cannot be used ({first}); start the "
+                "server, fix tracking.uri, or set tracking.required: false to run without tracking"
             ) from None
         if self._client is not None or self.run_id is not None:
-            log.warning("MLflow at %s failed (%s): tracking skipped for this run", self.uri, first)
+            log.warning(
+                "MLflow at %s failed (%s): tracking skipped for this run", redact(self.uri), first
+            )
         self._client = None
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -150,7 +159,7 @@ class MlflowTracker:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        flat = [Param(k, str(v)[:6000]) for k, v in _flatten(params).items()]
+        flat = [Param(k, redact(str(v))[:6000]) for k, v in _flatten(params).items()]
         self._call("log_batch", params=flat)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:

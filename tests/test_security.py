@@ -3,6 +3,8 @@ servers on loopback."""
 
 import re
 
+import pytest
+
 from soo.config import ModelParams
 from soo.models import load_model
 from tests.conftest import ROOT, project_files
@@ -45,3 +47,20 @@ def test_no_secrets_in_params():
     """params.yaml is logged to MLflow by every stage: it must hold no credentials."""
     text = (ROOT / "params.yaml").read_text().lower()
     assert not re.search(r"(password|secret|token|api_key|apikey)\s*:", text)
+
+
+def test_credentials_in_a_tracking_uri_never_reach_logs_errors_or_params(caplog):
+    """A remote tracking server with a password in its URL (port 9: nothing listens there)."""
+    from soo.tracking import MlflowTracker, TrackingError, redact
+
+    uri = "http://alice:s3cret@127.0.0.1:9"
+    assert redact(f"server {uri}/api") == "server http://alice:***@127.0.0.1:9/api"
+    assert redact("sqlite:////tmp/mlflow.db and ray://10.0.0.1:10001") == (
+        "sqlite:////tmp/mlflow.db and ray://10.0.0.1:10001"
+    )
+    with caplog.at_level("WARNING"):
+        MlflowTracker(uri, experiment="x", run_name="r")
+    assert "127.0.0.1:9" in caplog.text and "s3cret" not in caplog.text
+    with pytest.raises(TrackingError) as failed:
+        MlflowTracker(uri, experiment="x", run_name="r", required=True)
+    assert "alice:***@127.0.0.1:9" in str(failed.value) and "s3cret" not in str(failed.value)
