@@ -109,7 +109,7 @@ def latent_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[
     for entry in base["latent"]:
         row = rows.setdefault(entry["layer"], {"layer": entry["layer"]})
         row[f"base_{entry['module_type']}"] = entry["mse"]
-    for kind in {e["module_type"] for e in base["latent"]}:
+    for kind in sorted({e["module_type"] for e in base["latent"]}):  # set order varies by run
         for layer, row in rows.items():
             values = [
                 e["mse"]

@@ -151,3 +151,22 @@ def test_evaluate_params_refuse_unknown_families(write_params):
     with pytest.raises(ParamsError, match=r"evaluate\.families: unknown \['burglr'\]"):
         load_params(write_params({"evaluate.families": ["burglr"]}))
     assert EvaluateParams().latent_modules["attention"].endswith("o_proj")
+
+
+def test_latent_plot_rows_average_seeds_in_a_fixed_order():
+    from soo.summary import latent_plot
+
+    def latent(scale: float) -> dict:
+        return {
+            "latent": [
+                {"layer": layer, "module_type": kind, "mse": scale * (layer + 1)}
+                for kind in ("mlp", "attention")
+                for layer in (1, 0)
+            ]
+        }
+
+    rows = latent_plot(latent(1.0), {"seed_0": latent(0.2), "seed_1": latent(0.4)})
+    assert [row["layer"] for row in rows] == [0, 1]
+    # the same key order in every process (string hashing, and so set order, varies by run)
+    assert list(rows[1]) == ["layer", "base_mlp", "base_attention", "soo_attention", "soo_mlp"]
+    assert rows[1]["soo_attention"] == pytest.approx(0.6) and rows[0]["base_mlp"] == 1.0
