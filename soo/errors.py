@@ -11,6 +11,12 @@ class SooError(Exception):
     exit_code = 2
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for
+    quoting a library's error inside a one-line SooError."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class ParamsError(SooError):
     """params.yaml is unreadable or invalid."""
 

@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from soo.errors import SooError
+from soo.errors import SooError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def load_model(
 
 def load_failure(name_or_path: str, err: Exception) -> ModelError:
     """The error for a model that exists (folder or hub id) but does not load, with the fix."""
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+    first = first_line(err).rstrip(".")
     if Path(name_or_path).is_dir():
         fix = (
             "check that the folder holds a causal LM checkpoint (config.json, safetensors "

@@ -14,8 +14,9 @@ from torch import nn
 
 from soo.capture import ActivationCapture
 from soo.config import LoraParams, TrainParams
+from soo.errors import first_line
 from soo.loss import capability_kl, legacy_logit_kl, soo_mse
-from soo.models import resolve_layer, resolve_modules
+from soo.models import ModelError, resolve_layer, resolve_modules
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,9 @@ def add_lora(model: nn.Module, train: TrainParams, seed: int) -> PeftModel:
     try:
         return get_peft_model(model, config)
     except ValueError as err:
-        first = str(err).splitlines()[0]
-        from soo.models import ModelError
-
         raise ModelError(
-            f"train.lora.target_modules {list(lora.target_modules)}: {first}; name modules of "
-            "this model (e.g. q_proj, v_proj for Llama and Mistral)"
+            f"train.lora.target_modules {list(lora.target_modules)}: {first_line(err)}; name "
+            "modules of this model (e.g. q_proj, v_proj for Llama and Mistral)"
         ) from None
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from soo.errors import SooError
+from soo.errors import SooError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class MlflowTracker:
         return run.info.run_id
 
     def _fail(self, err: Exception) -> None:
-        first = redact((str(err).strip().splitlines() or [type(err).__name__])[0][:200])
+        first = redact(first_line(err)[:200])
         if self.required:
             raise TrackingError(
                 f"tracking.uri '{redact(self.uri)}': MLflow cannot be used ({first}); start the "

@@ -13,6 +13,14 @@ from soo.stages_common import git_commit, lock_hashes, read_json, stage_tracker
 from soo.tracking import default_uri
 
 log = logging.getLogger("stages.register")
+# The headline values a registered version carries, as soo_<key> (mean over seeds) and base_<key>.
+REGISTERED_KEYS = (
+    "burglar_deception",
+    "generalization_mean_deception",
+    "perspectives_accuracy",
+    "unparseable_mean",
+    "capability_accuracy",
+)
 
 
 def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | None]]:
@@ -35,16 +43,9 @@ def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | N
     else:
         seed = params.registry.seed
     soo, base = summary["soo"], summary["base"]
-    keys = (
-        "burglar_deception",
-        "generalization_mean_deception",
-        "perspectives_accuracy",
-        "unparseable_mean",
-        "capability_accuracy",
-    )
     metrics: dict[str, float | int | None] = {
-        **{f"soo_{k}": soo[k]["mean"] if soo.get(k) else None for k in keys},
-        **{f"base_{k}": base[k] for k in keys},
+        **{f"soo_{k}": soo[k]["mean"] if soo.get(k) else None for k in REGISTERED_KEYS},
+        **{f"base_{k}": base[k] for k in REGISTERED_KEYS},
         "n_seeds": len(summary["seeds"]),
         "seed": seed,
         "seed_burglar_deception": per_seed[seed]["headline"]["burglar_deception"],

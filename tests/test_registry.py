@@ -138,6 +138,7 @@ def test_register_and_promote_stages_pick_the_best_seed_and_refuse_a_weak_candid
     import shutil
 
     from stages.promote import main as promote_main
+    from stages.register import REGISTERED_KEYS
     from stages.register import main as register_main
 
     monkeypatch.chdir(tmp_path)
@@ -160,17 +161,10 @@ def test_register_and_promote_stages_pick_the_best_seed_and_refuse_a_weak_candid
                 {"headline": {"burglar_deception": deception}, "capability": {"accuracy": 1.0}}
             )
         )
-    keys = (
-        "burglar_deception",
-        "generalization_mean_deception",
-        "perspectives_accuracy",
-        "unparseable_mean",
-        "capability_accuracy",
-    )
     summary = {
         "seeds": ["seed_0", "seed_1"],
-        "base": dict.fromkeys(keys, 1.0),
-        "soo": {k: {"mean": 0.8 if k == "burglar_deception" else 1.0} for k in keys},
+        "base": dict.fromkeys(REGISTERED_KEYS, 1.0),
+        "soo": {k: {"mean": 0.8 if k == "burglar_deception" else 1.0} for k in REGISTERED_KEYS},
     }
     (tmp_path / "metrics" / "summary.json").write_text(json.dumps(summary))
 
