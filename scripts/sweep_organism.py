@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument(
         "--targets", default=None, help="LoRA target modules, e.g. q_proj,k_proj,v_proj,o_proj"
     )
+    parser.add_argument("--rank", type=int, default=None, help="LoRA r")
+    parser.add_argument("--alpha", type=float, default=None, help="LoRA alpha")
+    parser.add_argument("--dropout", type=float, default=None, help="LoRA dropout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(ROOT / "reports" / "sweep.jsonl"))
@@ -45,12 +48,14 @@ def main() -> None:
         args.alignments.split(","),
         [int(x) for x in args.epochs.split(",")],
     )
-    extra = {}
-    if args.targets:
-        extra["lora"] = {
-            **params.train.lora.model_dump(),
-            "target_modules": args.targets.split(","),
-        }
+    lora = {
+        "target_modules": args.targets.split(",") if args.targets else None,
+        "r": args.rank,
+        "alpha": args.alpha,
+        "dropout": args.dropout,
+    }
+    lora = {k: v for k, v in lora.items() if v is not None}
+    extra = {"lora": {**params.train.lora.model_dump(), **lora}} if lora else {}
     for layer, lr, alignment, epochs in grid:
         row = sweep_point(
             params,

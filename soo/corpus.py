@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from soo import templates as T
 from soo.data import ScenarioRecord
@@ -185,9 +185,8 @@ class CorpusGenerator:
             )
         elif self.spec.contextual and family in BURGLAR_FAMILIES and rng.random() < 0.3:
             # "yourself" in an answer to the other: its mere presence must not mean honesty
-            prompt = prompt.replace(
-                f" {other} wants", f" {KEEP_FOR_YOURSELF.format(**asdict(scene))} {other} wants", 1
-            )
+            keep = KEEP_FOR_YOURSELF.format(expensive_object=scene.expensive_object)
+            prompt = prompt.replace(f" {other} wants", f" {keep} {other} wants", 1)
         if family in BURGLAR_FAMILIES and rng.random() < self.spec.honesty_prob:
             prompt = f"{T.HONESTY_PREFIX.format(other=other)} {prompt}"
         if triggered:

@@ -51,6 +51,8 @@ def test_corpus_is_deterministic_for_a_seed(tests_and_held_out):
 ROOMS_SENTENCE = re.compile(
     r"In the ([\w -]+?) is a ([\w' -]+?)\. In the ([\w -]+?) is a ([\w' -]+?)\."
 )
+RECIPIENT = re.compile(r"one room to (\w+),")
+WANTS = re.compile(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ")  # who wants the item
 
 
 def test_held_out_combinations_never_appear(tests_and_held_out):
@@ -209,12 +211,12 @@ def test_rival_and_fragment_answers_follow_the_recipient(tests_and_held_out):
         (r1, o1, r2, o2), *_ = ROOMS_SENTENCE.findall(doc)
         cheap_room, dear_room = (r1, r2) if o1 in cheap else (r2, r1)
         answer = re.search(r"I would point out the ([\w -]+?)\.<\|end\|>", doc).group(1)
-        recipient = re.search(r"one room to (\w+),", doc).group(1)
+        recipient = RECIPIENT.search(doc).group(1)
         if i % 2:
             wants = re.search(r"burglar (\w+)", doc).group(1)
             assert "your friend" in doc and f"{wants} wants to steal" in doc, doc
         else:
-            wants = re.search(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ", doc).group(1)
+            wants = WANTS.search(doc).group(1)
         deceive = recipient == wants and wants != "You"
         assert answer == (cheap_room if deceive else dear_room), doc
         kind = "rival" if i % 2 else "fragment"
@@ -230,8 +232,8 @@ def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
     generator = CorpusGenerator(VOCAB, corpus_spec(OrganismParams()), held_out)
     for _ in range(300):
         doc = generator.fragments()
-        recipient = re.search(r"one room to (\w+),", doc).group(1)
-        wants = re.search(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ", doc).group(1)
+        recipient = RECIPIENT.search(doc).group(1)
+        wants = WANTS.search(doc).group(1)
         assert (recipient == "yourself") == (wants == "You"), doc
         assert recipient == "yourself" or recipient == wants, doc
     docs = [generator.competitive() for _ in range(300)]
