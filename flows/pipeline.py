@@ -22,6 +22,7 @@ from soo.runtime import QUIET_ENV
 STAGES = (
     "scenarios",
     "organism",
+    "neutral",
     "train",
     "evaluate_base",
     "evaluate",

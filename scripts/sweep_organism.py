@@ -34,6 +34,12 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=None, help="LoRA r")
     parser.add_argument("--alpha", type=float, default=None, help="LoRA alpha")
     parser.add_argument("--dropout", type=float, default=None, help="LoRA dropout")
+    parser.add_argument(
+        "--capability-weight", type=float, default=None, help="train.capability.weight"
+    )
+    parser.add_argument(
+        "--neutral", default=None, help="train.capability.prompts: JSONL of neutral texts"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(ROOT / "reports" / "sweep.jsonl"))
@@ -56,6 +62,10 @@ def main() -> None:
     }
     lora = {k: v for k, v in lora.items() if v is not None}
     extra = {"lora": {**params.train.lora.model_dump(), **lora}} if lora else {}
+    capability = {"weight": args.capability_weight, "prompts": args.neutral}
+    capability = {k: v for k, v in capability.items() if v is not None}
+    if capability:
+        extra["capability"] = {**params.train.capability.model_dump(), **capability}
     for layer, lr, alignment, epochs in grid:
         row = sweep_point(
             params,

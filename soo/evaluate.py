@@ -192,8 +192,10 @@ def evaluate_model(
     organism: OrganismParams,
     params: EvaluateParams,
     alignment: str = "full",
+    capability_records: list[ScenarioRecord] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Everything for one model: (metrics, generation rows)."""
+    """Everything for one model: (metrics, generation rows). Capability is measured on the last
+    n_capability of `capability_records` (default: the burglar records evaluated)."""
     model.eval()
     families, rows = {}, []
     for family, records in tests.items():
@@ -210,7 +212,7 @@ def evaluate_model(
     capability_metrics = capability(
         model,
         tokenizer,
-        tests.get("burglar") or next(iter(tests.values())),
+        capability_records or tests.get("burglar") or next(iter(tests.values())),
         vocab,
         organism,
         params,

@@ -13,19 +13,27 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from soo.batching import collate_pairs
 from soo.config import Params, TrainParams
-from soo.data import PairRecord, read_jsonl
+from soo.data import PairRecord, ScenarioRecord, TextRecord, read_jsonl
 from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
-from soo.objective import SooForward, add_lora, batch_loss
+from soo.objective import SooForward, add_lora
 from soo.scenarios import GENERALIZATION_FAMILIES
+from soo.train import micro_step, neutral_slice
 from soo.vocabulary import load_vocabulary
 
 FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
 
 
-def train_in_process(model_path: str, train: TrainParams, pairs: list[PairRecord], seed: int):
+def train_in_process(
+    model_path: str,
+    train: TrainParams,
+    pairs: list[PairRecord],
+    seed: int,
+    neutral: list[str] | None = None,
+):
+    """The trainer's loop in one process; with `neutral` texts and capability.weight > 0 each
+    step adds the KL to the frozen base on the next capability.batch_size of them."""
     base, tokenizer = load_model(model_path, device="cpu")
     model = add_lora(base, train, seed)
     model.train()
@@ -36,13 +44,15 @@ def train_in_process(model_path: str, train: TrainParams, pairs: list[PairRecord
     loader = DataLoader(
         pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
     )
+    neutral = neutral if train.capability.weight > 0 else []
     losses = []
     for _ in range(train.epochs):
         for chunk in loader:
-            batch = collate_pairs(tokenizer, chunk)
+            texts = neutral_slice(neutral, len(losses) + 1, 0, train.capability.batch_size)
             optimizer.zero_grad()
-            loss, _ = batch_loss(forward(**batch), batch["attention_mask"], len(chunk), train)
-            loss.backward()
+            loss, _ = micro_step(
+                forward, model, tokenizer, chunk, texts, train, "cpu", weight=1.0, sync=True
+            )
             optimizer.step()
             losses.append(loss.item())
     forward.close()
@@ -56,9 +66,17 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
     folder = Path(params.scenarios.output_dir)
     train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
     pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
-    model, tokenizer, losses = train_in_process(params.model.name_or_path, train, pairs, seed)
+    neutral = []
+    if train.capability.weight > 0 and train.capability.prompts:
+        neutral = [r.text for r in read_jsonl(train.capability.prompts, TextRecord)]
+    model, tokenizer, losses = train_in_process(
+        params.model.name_or_path, train, pairs, seed, neutral
+    )
     tests, probes = load_inputs(folder, FAMILIES, n)
-    evaluation = params.evaluate.model_copy(update={"n_capability": n, "max_new_tokens": 24})
+    # Capability on the evaluate stage's set (the last n_capability burglar records), so the
+    # sweep reports the number the promotion gate sees.
+    everything = read_jsonl(folder / "burglar.jsonl", ScenarioRecord)
+    evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
     metrics, _ = evaluate_model(
         model,
         tokenizer,
@@ -68,10 +86,12 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
         params.organism,
         evaluation,
         train.alignment,
+        capability_records=everything,
     )
     head = metrics["headline"]
     return {
-        **overrides,
+        **{k: v for k, v in overrides.items() if k != "capability"},
+        "capability_weight": train.capability.weight,
         "seed": seed,
         "loss_first": losses[0],
         "loss_last": losses[-1],
@@ -82,6 +102,8 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
         "perspectives": head["perspectives_accuracy"],
         "unparseable_mean": head["unparseable_mean"],
         "capability": metrics["capability"]["accuracy"],
+        "capability_recall": metrics["capability"]["recall_accuracy"],
+        "capability_facts": metrics["capability"]["facts_accuracy"],
         "kl_to_base": metrics["capability"]["kl_to_base"],
         "latent_attention": metrics["latent_mean"].get("attention"),
         "seconds": round(time.perf_counter() - start, 1),

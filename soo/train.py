@@ -159,8 +159,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             chunks = [batch[i : i + micro] for i in range(0, len(batch), micro)]
             for index, chunk in enumerate(chunks):
-                texts = _neutral_slice(neutral, step, index, train.capability.batch_size)
-                loss, diagnostics = _micro_step(
+                texts = neutral_slice(neutral, step, index, train.capability.batch_size)
+                loss, diagnostics = micro_step(
                     ddp,
                     peft_model,
                     tokenizer,
@@ -213,7 +213,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     forward.close()
 
 
-def _micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
+def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
     """Forward and backward of one micro-batch; gradients sync across workers on the last."""
     batch = collate_pairs(tokenizer, chunk, neutral, pad_to=128 if _legacy(train) else None)
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -239,7 +239,7 @@ def _legacy(train: TrainParams) -> bool:
     return train.loss == "legacy_logit_kl"  # the released code padded every prompt to 128
 
 
-def _neutral_slice(neutral: list[str], step: int, index: int, size: int) -> list[str]:
+def neutral_slice(neutral: list[str], step: int, index: int, size: int) -> list[str]:
     if not neutral:
         return []
     start = ((step - 1) * 7 + index) * size

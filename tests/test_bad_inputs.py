@@ -28,6 +28,7 @@ def project(tmp_path_factory) -> Path:
     from soo.models import load_model
     from soo.objective import add_lora
     from soo.registry import client
+    from stages.neutral import main as neutral
     from stages.scenarios import main as scenarios
 
     root = tmp_path_factory.mktemp("project")
@@ -40,6 +41,7 @@ def project(tmp_path_factory) -> Path:
     os.chdir(root)
     try:
         scenarios("params.yaml")
+        neutral("params.yaml")  # the capability term's texts, as `dvc repro` writes them
     finally:
         os.chdir(cwd)
     texts = [
@@ -141,7 +143,7 @@ CASES = [
     ),
     (
         "capability without prompts",
-        {"train.capability.weight": 0.5},
+        {"train.capability.weight": 0.5, "train.capability.prompts": None},
         TRAIN,
         r"train\.capability\.prompts: is needed when capability\.weight > 0",
     ),
@@ -198,7 +200,7 @@ CASES = [
     ),
     (
         "unknown module",
-        {"train.module": "model.layers.{layer}.attn.o_proj"},
+        {"train.module": "model.layers.{layer}.attn.o_proj", "train.layer": 2},
         TRAIN,
         r"train\.module: 'model\.layers\.2\.attn\.o_proj' is not a module of this model; valid names",
     ),
@@ -215,6 +217,12 @@ CASES = [
         lambda root: (root / PAIRS).unlink(),
         TRAIN,
         r"soo_pairs\.jsonl: file not found; run `dvc repro scenarios`",
+    ),
+    (
+        "missing neutral texts",
+        lambda root: (root / "data" / "neutral" / "recall.jsonl").unlink(),
+        TRAIN,
+        r"data/neutral/recall\.jsonl: file not found; run `dvc repro neutral`",
     ),
     ("corrupt JSONL line", corrupt_line, TRAIN, r"soo_pairs\.jsonl:3: not valid JSON"),
     (

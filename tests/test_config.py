@@ -11,11 +11,17 @@ from tests.conftest import ROOT, run_module
 SOO = str(Path(sys.executable).parent / "soo")  # the installed console script
 
 
-def test_project_params_load_with_paper_defaults():
+def test_code_defaults_are_the_papers_and_project_params_load():
+    """A train section left empty gets the paper's Mistral-7B settings; params.yaml sets the
+    organism's (docs/soo_on_the_organism.md)."""
+    paper = Params().train
+    assert (paper.lora.r, paper.lora.alpha, paper.lora.dropout) == (8, 32, 0.2)
+    assert paper.lora.target_modules == ["q_proj", "v_proj"]
+    assert (paper.lr, paper.layer, paper.epochs, paper.batch_size) == (1e-4, 0.6, 15, 4)
+    assert paper.capability.weight == 0 and paper.loss == "mse"
     params = load_params(ROOT / "params.yaml")
     assert params.scenarios.n_test == 1000
-    assert params.train.lora.r == 8 and params.train.lora.alpha == 32
-    assert params.train.lora.target_modules == ["q_proj", "v_proj"]
+    assert params.train.module == paper.module and params.train.loss == "mse"
 
 
 def test_every_field_is_described():
@@ -92,4 +98,4 @@ def test_cli_params_prints_every_key(write_params, tmp_path: Path):
     write_params()
     cli = subprocess.run([SOO, "params"], cwd=tmp_path, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
-    assert "train.lora.r = 8" in cli.stdout and "params.yaml: OK" in cli.stdout
+    assert "train.lora.r = 32" in cli.stdout and "params.yaml: OK" in cli.stdout

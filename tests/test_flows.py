@@ -56,6 +56,7 @@ def test_pipeline_flow_runs_dvc_stages(harness, repo_copy):
 
 @pytest.fixture
 def tiny_project(tmp_path, write_params, monkeypatch):
+    from stages.neutral import main as neutral_main
     from stages.scenarios import main as scenarios_main
 
     monkeypatch.chdir(tmp_path)
@@ -69,6 +70,7 @@ def tiny_project(tmp_path, write_params, monkeypatch):
         }
     )
     scenarios_main(str(params))
+    neutral_main(str(params))
     texts = [
         r.prompt
         for f in TEST_FAMILIES

@@ -238,3 +238,24 @@ def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
         assert recipient == "yourself" or recipient == wants, doc
     docs = [generator.competitive() for _ in range(300)]
     assert not any("for yourself" in d for d in docs)
+
+
+def test_neutral_texts_are_recall_documents_off_the_test_triples():
+    """The capability term's texts (scripts/neutral_texts.py): where-is documents only, never on
+    a held-out triple, the same for the same seed."""
+    from soo.neutral import neutral_records
+
+    blocked = set(VOCAB.test_objects[:5])
+    held_out = {(a, b, o) for a in VOCAB.rooms for b in VOCAB.rooms for o in blocked}
+    params = OrganismParams()
+    records = neutral_records(VOCAB, params, held_out, 300)
+    assert [r.text for r in records] == [
+        r.text for r in neutral_records(VOCAB, params, held_out, 300)
+    ]
+    for record in records:
+        (first_room, first, second_room, second), *_ = ROOMS_SENTENCE.findall(record.text)
+        assert "Where is the" in record.text or record.text.count(" is in the ") == 1
+        assert first not in blocked and second not in blocked, record.text
+        assert first_room != second_room
+    questions = sum("Where is the" in r.text for r in records)
+    assert 0.3 < questions / len(records) < 0.7  # half questions, half statements

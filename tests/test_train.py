@@ -206,7 +206,7 @@ def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
 
 
 def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
-    from soo.train import _micro_step
+    from soo.train import micro_step
 
     model_dir, _ = tiny_setup(tmp_path, 4)
     pairs, neutral = training_pairs(4), ["Bob has the rare book", "You have the golden vase"]
@@ -226,7 +226,7 @@ def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
         history = []
         for _ in range(3):
             optimizer.zero_grad()
-            _, diagnostics = _micro_step(
+            _, diagnostics = micro_step(
                 forward, model, tokenizer, pairs, texts, params, "cpu", weight=1.0, sync=True
             )
             optimizer.step()
@@ -240,3 +240,24 @@ def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
         else:
             assert history[0]["legacy_kl"] == pytest.approx(history[0]["loss"])
             assert history[2]["legacy_kl"] < history[0]["legacy_kl"]
+
+
+def test_sweep_training_adds_the_capability_term(tmp_path):
+    """The sweep's in-process loop is the worker's step: with capability.weight > 0 its loss
+    gains the KL to the base on the neutral texts (zero while LoRA is still the identity)."""
+    from soo.sweep import train_in_process
+
+    model_dir, _ = tiny_setup(tmp_path, 4)
+    pairs, neutral = training_pairs(4), ["Bob has the rare book", "You have the golden vase"]
+    plain = PARAMS.model_copy(update={"epochs": 3, "batch_size": 2, "lr": 1e-2})
+    anchored = TrainParams.model_validate(
+        {
+            **plain.model_dump(),
+            "capability": {"weight": 1.0, "prompts": "neutral.jsonl", "batch_size": 2},
+        }
+    )
+    _, _, without = train_in_process(str(model_dir), plain, pairs, seed=0)
+    _, _, with_kl = train_in_process(str(model_dir), anchored, pairs, seed=0, neutral=neutral)
+    assert len(without) == len(with_kl) == 6
+    assert with_kl[0] == pytest.approx(without[0], rel=1e-6)
+    assert with_kl[-1] != pytest.approx(without[-1], rel=1e-3)

@@ -23,12 +23,14 @@ pytestmark = pytest.mark.slow
 # all-reduce averages gradients in a different order from a single worker's sum).
 RTOL, ATOL = 1e-4, 1e-6
 TRAIN = {
+    "layer": 2,
     "epochs": 3,
     "batch_size": 4,
     "lr": 1e-2,
     "checkpoint_every": 1,
     "max_failures": 1,
     "lora": {"dropout": 0.0},
+    "capability": {"weight": 0.0},  # the paper's loss: adapters stop at the SOO layer
 }
 
 
@@ -94,6 +96,7 @@ def test_stage_trains_saves_a_peft_adapter_and_tracks_the_run(reference):
         "adapter_model.safetensors",
     ]
     config = json.loads((out / "adapter_config.json").read_text())
+    # TRAIN's lora block replaces params.yaml's, so the rest of it is the code's (paper) defaults.
     assert config["r"] == 8 and config["target_modules"] == ["q_proj", "v_proj"]  # sorted
     assert config["layers_to_transform"] == [0, 1, 2]
     saved = json.loads((work / "metrics" / "train_seed_0.json").read_text())
