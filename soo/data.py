@@ -95,8 +95,7 @@ def read_jsonl(path: str | Path, schema: type[R]) -> list[R]:
     """Read and validate every line of a JSONL file; DataError names file and line on failure."""
     path = Path(path)
     if not path.is_file():
-        stage = "neutral" if path.parent.name == "neutral" else "scenarios"
-        raise DataError(f"{path}: file not found; run `dvc repro {stage}` to create it")
+        raise DataError(f"{path}: file not found; run `dvc repro scenarios` to create it")
     records = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -14,12 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from soo.config import Params, TrainParams
-from soo.data import PairRecord, ScenarioRecord, TextRecord, read_jsonl
+from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
 from soo.scenarios import GENERALIZATION_FAMILIES
-from soo.train import micro_step, neutral_slice
+from soo.train import capability_texts, micro_step, neutral_slice
 from soo.vocabulary import load_vocabulary
 
 FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
@@ -44,7 +44,7 @@ def train_in_process(
     loader = DataLoader(
         pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
     )
-    neutral = neutral if train.capability.weight > 0 else []
+    neutral = neutral or []
     losses = []
     for _ in range(train.epochs):
         for chunk in loader:
@@ -66,11 +66,8 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
     folder = Path(params.scenarios.output_dir)
     train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
     pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
-    neutral = []
-    if train.capability.weight > 0 and train.capability.prompts:
-        neutral = [r.text for r in read_jsonl(train.capability.prompts, TextRecord)]
     model, tokenizer, losses = train_in_process(
-        params.model.name_or_path, train, pairs, seed, neutral
+        params.model.name_or_path, train, pairs, seed, capability_texts(train)
     )
     tests, probes = load_inputs(folder, FAMILIES, n)
     # Capability on the evaluate stage's set (the last n_capability burglar records), so the

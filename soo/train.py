@@ -31,8 +31,8 @@ from transformers import get_scheduler
 from soo.batching import collate_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
-from soo.data import PairRecord, read_jsonl
-from soo.errors import SooError
+from soo.data import PairRecord, TextRecord, read_jsonl
+from soo.errors import DataError, SooError
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.tracking import NullTracker, TrackerSpec, attach_tracker
 
@@ -237,6 +237,19 @@ def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight
 
 def _legacy(train: TrainParams) -> bool:
     return train.loss == "legacy_logit_kl"  # the released code padded every prompt to 128
+
+
+def capability_texts(train: TrainParams) -> list[str]:
+    """The neutral texts of the capability term; none when its weight is 0."""
+    if train.capability.weight <= 0:
+        return []
+    path = Path(train.capability.prompts)
+    if not path.is_file():
+        raise DataError(
+            f"{path}: file not found; run `dvc repro neutral` to create it, or set "
+            "train.capability.prompts to a JSONL of neutral texts"
+        )
+    return [r.text for r in read_jsonl(path, TextRecord)]
 
 
 def neutral_slice(neutral: list[str], step: int, index: int, size: int) -> list[str]:

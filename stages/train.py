@@ -10,10 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from soo.config import Params, load_params
-from soo.data import TextRecord, read_jsonl, write_text_atomic
+from soo.data import write_text_atomic
 from soo.runtime import run_entry
 from soo.stages_common import stage_tracker
-from soo.train import TrainJob, export_adapter, fault_from_env, preflight, run_training
+from soo.train import (
+    TrainJob,
+    capability_texts,
+    export_adapter,
+    fault_from_env,
+    preflight,
+    run_training,
+)
 
 log = logging.getLogger("stages.train")
 
@@ -22,9 +29,7 @@ def make_job(params: Params, seed: int) -> TrainJob:
     model = params.model.model_dump()
     if Path(model["name_or_path"]).exists():  # workers run in another directory
         model["name_or_path"] = str(Path(model["name_or_path"]).resolve())
-    neutral = []
-    if params.train.capability.weight > 0:
-        neutral = [r.text for r in read_jsonl(params.train.capability.prompts, TextRecord)]
+    neutral = capability_texts(params.train)
     pairs = Path(params.scenarios.output_dir) / "soo_pairs.jsonl"
     train = params.train.model_dump()
     return TrainJob(model, train, str(pairs.resolve()), seed, neutral, fault=fault_from_env())
