@@ -40,7 +40,15 @@ def main() -> None:
     parser.add_argument(
         "--neutral", default=None, help="train.capability.prompts: JSONL of neutral texts"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--module", default=None, help="train.module, e.g. model.layers.{layer}.mlp"
+    )
+    parser.add_argument("--seed", default="0", help="seeds, comma separated: 0,1,2")
+    parser.add_argument(
+        "--order-seed",
+        default=None,
+        help="data order and dropout from this seed (one, or one per --seed), LoRA init from --seed",
+    )
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(ROOT / "reports" / "sweep.jsonl"))
     args = parser.parse_args()
@@ -66,11 +74,24 @@ def main() -> None:
     capability = {k: v for k, v in capability.items() if v is not None}
     if capability:
         extra["capability"] = {**params.train.capability.model_dump(), **capability}
-    for layer, lr, alignment, epochs in grid:
+    if args.module:
+        extra["module"] = args.module
+    seeds = [int(x) for x in args.seed.split(",")]
+    orders: list[int | None] = [None] * len(seeds)
+    if args.order_seed is not None:
+        orders = [int(x) for x in args.order_seed.split(",")]
+        if len(orders) == 1:
+            orders *= len(seeds)
+        if len(orders) != len(seeds):
+            parser.error("--order-seed takes one seed or one per --seed")
+    for (layer, lr, alignment, epochs), (seed, order) in itertools.product(
+        grid, zip(seeds, orders)
+    ):
         row = sweep_point(
             params,
             args.n,
-            args.seed,
+            seed,
+            order,
             layer=layer,
             lr=lr,
             alignment=alignment,

@@ -9,6 +9,7 @@ it puts the alias back, so an error never leaves `champion` on an unvetted versi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 HISTORY_TAG = "champion_history"
+IDENTITY_TAG = "registration_sha256"
 METRIC_PREFIX = "metric."
 SERVING_CODE = Path(__file__).with_name("serving.py")
 
@@ -36,8 +38,12 @@ class Decision:
     promote: bool
     failed: list[str] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
+    already: bool = False  # the version held `champion` before this call
 
     def describe(self) -> str:
+        if self.already:
+            verdict = "passes every gate" if self.promote else "fails " + "; ".join(self.failed)
+            return f"version {self.version} is already {CHAMPION} ({verdict}); nothing moved"
         if self.promote:
             return f"version {self.version} passes every gate: promoted to {CHAMPION}"
         return f"version {self.version} not promoted: " + "; ".join(self.failed)
@@ -62,13 +68,24 @@ def register(
     run_id: str | None = None,
 ) -> str:
     """Log the adapter as a pyfunc model (code, not pickle), register a version with its metrics
-    as tags, and point `candidate` at it (into run `run_id` when given). Returns the version."""
+    as tags, and point `candidate` at it (into run `run_id` when given). Returns the version.
+
+    Registering the same adapter, base, config and metrics again (a `dvc repro` after a code change
+    that left the model as it was) reuses that version instead of adding an identical one, which
+    could never beat itself at the promotion gate."""
     import mlflow
 
+    config = {"base": base, **(model_config or {})}
+    identity = registration_identity(adapter_dir, config, metrics)
+    registry = client(uri)
+    existing = _version_with_identity(registry, name, identity)
+    if existing is not None:
+        registry.set_registered_model_alias(name, CANDIDATE, existing)
+        log.info("%s version %s holds this adapter already (alias %s)", name, existing, CANDIDATE)
+        return existing
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment)
-    config = {"base": base, **(model_config or {})}
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags):
         info = mlflow.pyfunc.log_model(
             name="soo_model",
@@ -80,7 +97,7 @@ def register(
         )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
     version = str(info.registered_model_version)
-    registry = client(uri)
+    registry.set_model_version_tag(name, version, IDENTITY_TAG, identity)
     for key, value in metrics.items():
         registry.set_model_version_tag(name, version, f"{METRIC_PREFIX}{key}", str(value))
     for key, value in tags.items():
@@ -97,6 +114,30 @@ def version_metrics(uri: str, name: str, version: str) -> dict[str, float]:
         for k, v in tags.items()
         if k.startswith(METRIC_PREFIX) and v not in ("None", "")
     }
+
+
+def registration_identity(
+    adapter_dir: Path, config: dict[str, Any], metrics: dict[str, float | int | None]
+) -> str:
+    """SHA-256 over the adapter's files, the serving config and the metrics."""
+    digest = hashlib.sha256(json.dumps([config, metrics], sort_keys=True).encode())
+    for path in sorted(p for p in Path(adapter_dir).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(adapter_dir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _version_with_identity(registry, name: str, identity: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = registry.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    for version in versions:
+        if version.tags.get(IDENTITY_TAG) == identity:
+            return str(version.version)
+    return None
 
 
 def alias_version(uri: str, name: str, alias: str) -> str | None:
@@ -180,7 +221,11 @@ def promote(uri: str, name: str, gates: PromoteParams, version: str | None = Non
     if version is None:
         raise RegistryError(f"registered model '{name}' has no '{CANDIDATE}' alias; register first")
     if version == current:
-        return Decision(version, promote=False, failed=[f"version {version} is already champion"])
+        # Idempotent: report the champion's gates again (as the promotion that moved it did) and
+        # move nothing, even when gates tightened since; `soo rollback` is the way back.
+        decision = decide(version_metrics(uri, name, version), None, gates, version)
+        decision.already = True
+        return decision
     champion = version_metrics(uri, name, current) if current else None
     decision = decide(version_metrics(uri, name, version), champion, gates, version)
     if decision.promote:

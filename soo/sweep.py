@@ -31,16 +31,23 @@ def train_in_process(
     pairs: list[PairRecord],
     seed: int,
     neutral: list[str] | None = None,
+    order_seed: int | None = None,
 ):
     """The trainer's loop in one process; with `neutral` texts and capability.weight > 0 each
-    step adds the KL to the frozen base on the next capability.batch_size of them."""
+    step adds the KL to the frozen base on the next capability.batch_size of them.
+
+    `seed` draws the LoRA init, the data order and the dropout masks; with `order_seed` the data
+    order and dropout masks come from it instead, so the two sources of variance can be told apart.
+    """
     base, tokenizer = load_model(model_path, device="cpu")
     model = add_lora(base, train, seed)
+    if order_seed is not None:
+        torch.manual_seed(order_seed)
     model.train()
     forward = SooForward(model, train)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
     loader = DataLoader(
         pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
     )
@@ -59,15 +66,17 @@ def train_in_process(
     return model.eval(), tokenizer, losses
 
 
-def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str, Any]:
-    """Train with `train` params overridden (layer, lr, alignment, epochs, ...) and evaluate on
-    the first `n` records of burglar, the seven variants and Perspectives."""
+def sweep_point(
+    params: Params, n: int, seed: int, order_seed: int | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Train with `train` params overridden (layer, lr, alignment, epochs, module, ...) and
+    evaluate on the first `n` records of burglar, the seven variants and Perspectives."""
     start = time.perf_counter()
     folder = Path(params.scenarios.output_dir)
     train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
     pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
     model, tokenizer, losses = train_in_process(
-        params.model.name_or_path, train, pairs, seed, capability_texts(train)
+        params.model.name_or_path, train, pairs, seed, capability_texts(train), order_seed
     )
     tests, probes = load_inputs(folder, FAMILIES, n)
     # Capability on the evaluate stage's set (the last n_capability burglar records), so the
@@ -88,8 +97,10 @@ def sweep_point(params: Params, n: int, seed: int, **overrides: Any) -> dict[str
     head = metrics["headline"]
     return {
         **{k: v for k, v in overrides.items() if k != "capability"},
+        "module": train.module,
         "capability_weight": train.capability.weight,
         "seed": seed,
+        "order_seed": seed if order_seed is None else order_seed,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "burglar": head["burglar_deception"],

@@ -69,6 +69,9 @@ def test_register_load_by_alias_and_predict(store):
 
     version = add_version(store, GOOD)
     assert alias_version(store["uri"], NAME, CANDIDATE) == version
+    # The same adapter and metrics again (a rerun of `register`) reuse the version.
+    assert add_version(store, GOOD) == version
+    assert add_version(store, {**GOOD, "n_seeds": 4}) != version
     mlflow.set_registry_uri(store["uri"])
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@{CANDIDATE}")
     replies = loaded.predict({"prompt": ["a b c", "h g"]})
@@ -93,6 +96,10 @@ def test_gates_promote_refuse_and_roll_back(store):
     first = alias_version(store["uri"], NAME, CANDIDATE) or add_version(store, GOOD)
     decision = promote(store["uri"], NAME, gates)
     assert decision.promote and alias_version(store["uri"], NAME, CHAMPION) == first
+    again = promote(store["uri"], NAME, gates)  # `soo promote` after the pipeline's promote stage
+    assert again.already and again.promote and again.passed == decision.passed
+    assert "already champion" in again.describe()
+    assert alias_version(store["uri"], NAME, CHAMPION) == first
 
     worse = add_version(store, {**GOOD, "soo_burglar_deception": 0.8, "soo_unparseable_mean": 0.5})
     refused = promote(store["uri"], NAME, gates)
