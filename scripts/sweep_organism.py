@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument(
         "--order-seed",
         default=None,
-        help="data order and dropout from this seed (one, or one per --seed), LoRA init from --seed",
+        help="data order and dropout from this seed (one, or one per --seed); LoRA init: --seed",
     )
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--out", default=str(ROOT / "reports" / "sweep.jsonl"))
@@ -85,7 +85,7 @@ def main() -> None:
         if len(orders) != len(seeds):
             parser.error("--order-seed takes one seed or one per --seed")
     for (layer, lr, alignment, epochs), (seed, order) in itertools.product(
-        grid, zip(seeds, orders)
+        grid, zip(seeds, orders, strict=True)
     ):
         row = sweep_point(
             params,

@@ -261,3 +261,21 @@ def test_sweep_training_adds_the_capability_term(tmp_path):
     assert len(without) == len(with_kl) == 6
     assert with_kl[0] == pytest.approx(without[0], rel=1e-6)
     assert with_kl[-1] != pytest.approx(without[-1], rel=1e-3)
+
+
+def test_sweep_order_seed_separates_the_lora_init_from_the_data_order(tmp_path):
+    """`order_seed` draws the batches (and dropout), `seed` the LoRA init: the same order seed
+    gives the same first batch, hence the same first loss (LoRA starts as the identity), while a
+    different init gives different losses after the first update; a different order seed
+    changes the first batch."""
+    from soo.sweep import train_in_process
+
+    model_dir, _ = tiny_setup(tmp_path, 4)
+    pairs = training_pairs(4)
+    params = PARAMS.model_copy(update={"epochs": 2, "batch_size": 1, "lr": 1e-2})
+    _, _, a = train_in_process(str(model_dir), params, pairs, seed=0, order_seed=5)
+    _, _, b = train_in_process(str(model_dir), params, pairs, seed=3, order_seed=5)
+    _, _, c = train_in_process(str(model_dir), params, pairs, seed=0, order_seed=6)
+    assert a[0] == pytest.approx(b[0], rel=1e-6)
+    assert a[1:] != pytest.approx(b[1:], rel=1e-4)
+    assert a[:4] != pytest.approx(c[:4], rel=1e-4)
