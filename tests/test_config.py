@@ -21,7 +21,9 @@ def test_code_defaults_are_the_papers_and_project_params_load():
     assert paper.capability.weight == 0 and paper.loss == "mse"
     params = load_params(ROOT / "params.yaml")
     assert params.scenarios.n_test == 1000
-    assert params.train.module == paper.module and params.train.loss == "mse"
+    assert paper.module == "model.layers.{layer}.self_attn.o_proj"
+    # The organism aligns the SOO layer's MLP output (docs/soo_on_the_organism.md, issue 6).
+    assert params.train.module == "model.layers.{layer}.mlp" and params.train.loss == "mse"
 
 
 def test_every_field_is_described():

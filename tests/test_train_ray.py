@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 # all-reduce averages gradients in a different order from a single worker's sum).
 RTOL, ATOL = 1e-4, 1e-6
 TRAIN = {
+    "module": "model.layers.{layer}.self_attn.o_proj",  # the paper's site, whatever params.yaml says
     "layer": 2,
     "epochs": 3,
     "batch_size": 4,
