@@ -241,8 +241,8 @@ def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
 
 
 def test_neutral_texts_are_recall_documents_off_the_test_triples():
-    """The capability term's texts (scripts/neutral_texts.py): where-is documents only, never on
-    a held-out triple, the same for the same seed."""
+    """The capability term's texts (soo/neutral.py, the `neutral` stage): where-is documents
+    only, never on a held-out triple, the same for the same seed."""
     from soo.neutral import neutral_records
 
     blocked = set(VOCAB.test_objects[:5])
