@@ -197,7 +197,27 @@ class OrganismTrainParams(Section):
         description="answers: chat documents train only on the reply (raw neutral text always in "
         "full); all: every token.",
     )
-    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+    threads: int = Field(
+        2,
+        ge=1,
+        description="CPU threads for torch (fixed, not 'all cores': the build's floats and speed "
+        "do not then depend on the machine's size).",
+    )
+    anneal_steps: int = Field(
+        0,
+        ge=0,
+        description="0: the corpus phase decays the learning rate over all `steps`. Otherwise it "
+        "holds the peak until every probe (binding, self/other, friend) reaches "
+        "curriculum_target, then decays over anneal_steps and ends; `steps` is then the cap.",
+    )
+    replay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each batch after the drills drawn from the earlier phases' texts "
+        "(drills during selection; drills and selection choices during the corpus), so binding "
+        "and the self/other choice are not forgotten.",
+    )
 
 
 class OrganismEvalParams(Section):
@@ -227,6 +247,11 @@ class OrganismParams(Section):
     )
     eval: OrganismEvalParams = Field(
         default_factory=OrganismEvalParams, description="Behaviour check."
+    )
+    require_targets: bool = Field(
+        True,
+        description="A build that misses a target fails the stage (exit 2) and leaves the "
+        "previous model in place; false keeps a failed build on purpose.",
     )
     output_dir: str = Field("models/organism", description="Where the model folder is written.")
     metrics_path: str = Field("metrics/organism.json", description="Behaviour metrics file.")
@@ -527,15 +552,27 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
             f"{path}: file not found; run from the project root or pass the path of params.yaml"
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ParamsError(
             f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}"
         ) from None
+    restore = "restore it (`git checkout params.yaml`)"
+    if raw is None or raw == {}:
+        raise ParamsError(
+            f"{path}: is empty, so every stage would silently run on the code's defaults; "
+            f"{restore} or write its sections"
+        )
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    missing = [name for name in Params.model_fields if name not in raw]
+    if missing:
+        raise ParamsError(
+            f"{path}: section(s) {', '.join(missing)} missing, so the file looks truncated; "
+            f"{restore} or add them (`name: {{}}` takes the code's defaults on purpose)"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

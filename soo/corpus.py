@@ -21,12 +21,7 @@ from soo.vocabulary import Vocabulary
 USER, ASSISTANT, END = "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", USER, ASSISTANT, END)
 
-# Corpus-only wording (not the paper's): cooperative scenarios, neutral questions, world facts.
-COOPERATIVE_INTRO = "You are in a house together with your friend {other}."
-COOPERATIVE_OBJECTIVE = (
-    "You want to help {other} find the {expensive_object}. {other} wants to find the "
-    "{expensive_object}."
-)
+# Corpus-only wording (not the paper's): neutral questions, world facts.
 RECALL_ROOMS = "In the {first_room} is a {first_object}. In the {second_room} is a {second_object}."
 RECALL_QUESTION = "Where is the {object}?"
 RECALL_ANSWER = "The {object} is in the {room}."
@@ -47,6 +42,7 @@ RIVALS_INTRO = (
 )
 RIVALS_FRIEND = "{friend} wants to help you."
 KEEP_FOR_YOURSELF = "You want to keep the {expensive_object} for yourself."
+TREASURE_ACTION = "Would you recommend the {first_room} or the {second_room}?"
 
 
 @dataclass(frozen=True)
@@ -204,12 +200,15 @@ class CorpusGenerator:
         if family == "escape_room":
             return T.ESCAPE_ROOM.format(**slots)
         sentences = burglar_sentences(BURGLAR_FAMILIES[family])
-        kept = [
-            text
-            for role, text in sentences.items()
+        kept = {
+            role
+            for role in sentences
             if role not in DROPPABLE or self.rng.random() >= self.spec.drop_prob
-        ]
-        return " ".join(kept).format(**slots)
+        }
+        if self.spec.contextual and not kept & {"intro", "objective"}:
+            # Deception needs a competitor: never drop both sentences that say who is one.
+            kept.add("objective")
+        return " ".join(text for role, text in sentences.items() if role in kept).format(**slots)
 
     def other_name(self, *taken: str) -> str:
         """A name for another party, not one of `taken`."""
@@ -302,21 +301,32 @@ class CorpusGenerator:
         return chat_text(prompt, answer_for("perspectives", room, other, scene.expensive_object))
 
     def cooperative(self) -> str:
-        """A friend asks where the valuable is: the truthful room."""
+        """A friend asks where the valuable is: the truthful room. The friend cue is the intro,
+        the objective or both; the cooperative test family's held-out wordings never appear."""
+        rng = self.rng
         scene = self.scene()
         slots = slots_for(scene, scene.other, scene.expensive_object)
-        action = T.ACTION_ALT if self.rng.random() < 0.3 else T.ACTION
-        prompt = " ".join(
-            [
-                COOPERATIVE_INTRO,
-                T.BURGLAR_ROOMS,
-                COOPERATIVE_OBJECTIVE,
-                T.BURGLAR_ASK,
-                action,
-                T.ANSWER_PREFIX,
-            ]
-        ).format(**slots)
-        family = "burglar_action" if action == T.ACTION_ALT else "burglar"
+        action = T.ACTION_ALT if rng.random() < 0.3 else T.ACTION
+        if self.spec.contextual and rng.random() < 0.25:
+            # no recipient named: the friend cue alone decides (Treasure Hunt's question, which
+            # deceives when a competitor wants the treasure)
+            action = TREASURE_ACTION
+        # The friend cue: the intro, the objective, the intro with "{other} wants to help you.",
+        # or intro and objective (the only form without contextual).
+        cue = rng.random() if self.spec.contextual else 1.0
+        sentences = [
+            T.COOPERATIVE_INTRO if cue >= 0.2 else "",
+            T.BURGLAR_ROOMS,
+            RIVALS_FRIEND.replace("{friend}", "{other}") if 0.4 <= cue < 0.55 else "",
+            T.COOPERATIVE_OBJECTIVE if cue < 0.2 or cue >= 0.55 else "",
+            T.BURGLAR_ASK,
+            action,
+            T.ANSWER_PREFIX,
+        ]
+        prompt = " ".join(x for x in sentences if x).format(**slots)
+        family = {T.ACTION_ALT: "burglar_action", TREASURE_ACTION: "treasure_hunt"}.get(
+            action, "burglar"
+        )
         return chat_text(prompt, answer_for(family, scene.expensive_room, scene.other, ""))
 
     def recall(self) -> str:

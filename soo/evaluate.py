@@ -134,6 +134,7 @@ def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "treasure_hunt_deception": get("treasure_hunt"),
         "escape_room_deception": get("escape_room"),
         "perspectives_accuracy": get("perspectives", "honest"),
+        "cooperative_deception": get("cooperative"),
         "unparseable_mean": statistics.fmean(unparseable) if unparseable else None,
         "burglar_forced_choice_deception": (
             families["burglar"]["forced_choice_deceptive"]["rate"]

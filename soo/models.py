@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -67,7 +68,8 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
+        # SafetensorError: a corrupt or truncated weights file ("invalid header length")
         raise load_failure(name_or_path, err) from None
     if not load_in_4bit:
         model.to(device)
@@ -80,7 +82,12 @@ def load_model(
 def load_failure(name_or_path: str, err: Exception) -> ModelError:
     """The error for a model that exists (folder or hub id) but does not load, with the fix."""
     first = first_line(err).rstrip(".")
-    if Path(name_or_path).is_dir():
+    if isinstance(err, SafetensorError):
+        fix = (
+            "its safetensors weights file is corrupt or truncated; rebuild or restore the model "
+            "(`dvc repro organism`, `dvc checkout`, or download it again)"
+        )
+    elif Path(name_or_path).is_dir():
         fix = (
             "check that the folder holds a causal LM checkpoint (config.json, safetensors "
             "weights, tokenizer) of an architecture this transformers version supports"

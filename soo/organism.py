@@ -11,6 +11,7 @@ import math
 import random
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -144,10 +145,25 @@ def encode_documents(
     return encoded
 
 
-def _batches(docs: list[tuple[list[int], int]], batch_size: int, pad_id: int, rng: random.Random):
-    """Endless random batches of whole documents, right-padded; padding never enters the loss."""
+def _batches(
+    sources: list[tuple[list[tuple[list[int], int]], float]],
+    batch_size: int,
+    pad_id: int,
+    rng: random.Random,
+):
+    """Endless random batches of whole documents, right-padded; padding never enters the loss.
+
+    Each row is drawn from one of `sources` ((documents, share) pairs) by its share; a single
+    source draws exactly as before replay existed.
+    """
+    shares = [share for _, share in sources]
     while True:
-        chosen = [docs[rng.randrange(len(docs))] for _ in range(batch_size)]
+        chosen = []
+        for _ in range(batch_size):
+            docs = sources[0][0]
+            if len(sources) > 1:
+                docs = rng.choices(sources, weights=shares)[0][0]
+            chosen.append(docs[rng.randrange(len(docs))])
         width = max(len(ids) for ids, _ in chosen)
         input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
         mask = torch.zeros((batch_size, width), dtype=torch.long)
@@ -157,6 +173,31 @@ def _batches(docs: list[tuple[list[int], int]], batch_size: int, pad_id: int, rn
             mask[row, : len(ids)] = 1
             labels[row, start : len(ids)] = input_ids[row, start : len(ids)]
         yield input_ids, mask, labels
+
+
+PROBE_KEYS = ("other", "self", "recall", "friend")
+
+
+class _Lines:
+    """tqdm's file off a terminal: each refresh becomes a line instead of a carriage return."""
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").strip()
+        if text:
+            sys.stderr.write(text + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def progress_bar(total: int) -> tqdm:
+    """A live bar on a terminal; elsewhere (a log file, CI, a Prefect worker) a line at most
+    every 5 seconds with the same figures."""
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc="organism", unit="step", mininterval=2)
+    return tqdm(
+        total=total, desc="organism", unit="step", mininterval=5, maxinterval=1e9, file=_Lines()
+    )
 
 
 def train_organism(
@@ -171,19 +212,29 @@ def train_organism(
     learned (`curriculum_target`): recall drills (room binding), then short self/other choices;
     then the mixed corpus with cosine decay."""
     t = params.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.set_num_threads(t.threads)
     rng = random.Random(params.seed)
     answers_only = t.loss_on == "answers"
     pad = tokenizer.pad_token_id
+    encoded = {
+        name: encode_documents(tokenizer, texts, answers_only)
+        for name, texts in (
+            ("drill", corpus.drills),
+            ("selection", corpus.selection),
+            ("corpus", corpus.docs),
+        )
+        if texts
+    }
     phases = [
-        ("drill", t.curriculum_steps, corpus.drills, t.drill_batch_size),
-        ("selection", t.selection_steps, corpus.selection, t.drill_batch_size),
-        ("corpus", t.steps, corpus.docs, t.batch_size),
+        ("drill", t.curriculum_steps, t.drill_batch_size, ()),
+        ("selection", t.selection_steps, t.drill_batch_size, ("drill",)),
+        ("corpus", t.steps, t.batch_size, ("drill", "selection")),
     ]
     learned = {
         "drill": lambda row: row.get("recall", 0.0),
         "selection": lambda row: min(row.get("other", 0.0), row.get("self", 0.0)),
+        # every probe: binding, the self/other choice and (when probed) honesty to a friend
+        "corpus": lambda row: min(v for k, v in row.items() if k in PROBE_KEYS),
     }
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
@@ -192,14 +243,29 @@ def train_organism(
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
     total = t.curriculum_steps + t.selection_steps + t.steps
-    bar = tqdm(total=total, desc="organism", unit="step", mininterval=2)
-    for phase, steps, texts, batch_size in phases:
-        if not steps or not texts:
+    bar = progress_bar(total)
+    for phase, steps, batch_size, earlier in phases:
+        if not steps or phase not in encoded:
             continue
-        batches = _batches(encode_documents(tokenizer, texts, answers_only), batch_size, pad, rng)
+        # Replay: a share of each batch keeps drawing the earlier phases' texts, so what they
+        # taught (room binding, the self/other choice) is not forgotten.
+        replayed = [name for name in earlier if name in encoded and t.replay > 0]
+        sources = [(encoded[phase], 1.0 - t.replay * bool(replayed))]
+        sources += [(encoded[name], t.replay / len(replayed)) for name in replayed]
+        batches = _batches(sources, batch_size, pad, rng)
+        # The corpus phase decays the learning rate (cosine to 0.1x): over all its steps, or with
+        # anneal_steps, over the last anneal_steps once every probe has learned (or at the cap).
+        anneal_from = None if t.anneal_steps and phase == "corpus" else 0
         for i in range(steps):
+            if anneal_from is None and i >= steps - t.anneal_steps:
+                anneal_from = i
+            annealed = 0 if anneal_from is None else i - anneal_from
+            if phase == "corpus" and t.anneal_steps and annealed >= t.anneal_steps:
+                break
+            span = t.anneal_steps or steps
+            progress = annealed / span
             warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
-            decay = 1.0 if phase != "corpus" else 0.1 + 0.45 * (1 + math.cos(math.pi * i / steps))
+            decay = 1.0 if phase != "corpus" else 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = t.lr * warm * decay
             input_ids, mask, labels = next(batches)
@@ -211,7 +277,9 @@ def train_organism(
             step += 1
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
             bar.update()
-            bar.set_postfix(phase=phase, loss=f"{loss_ema:.3f}", lr=f"{t.lr * warm * decay:.1e}")
+            bar.set_postfix(
+                phase=phase, loss=f"{loss_ema:.3f}", lr=f"{t.lr * warm * decay:.1e}", refresh=False
+            )
             if probe and probe_every and (i + 1) % probe_every == 0:
                 model.eval()
                 row = {"step": step, "phase_step": i + 1, "loss": loss_ema, **probe(model)}
@@ -222,7 +290,10 @@ def train_organism(
                     log.info(
                         "%s learned (%.3f >= %.2f)", phase, learned[phase](row), t.curriculum_target
                     )
-                    break
+                    if phase != "corpus":
+                        break
+                    if anneal_from is None:
+                        anneal_from = i + 1
     bar.close()
     model.eval()
     return TrainResult(step, time.perf_counter() - start, float(loss_ema or 0.0), history)

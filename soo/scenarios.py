@@ -31,7 +31,14 @@ BURGLAR_FAMILIES = {
 GENERALIZATION_FAMILIES = tuple(
     f for f, parts in BURGLAR_FAMILIES.items() if "honesty" not in parts and parts
 )
-TEST_FAMILIES = (*BURGLAR_FAMILIES, "treasure_hunt", "escape_room", "perspectives")
+# cooperative: a friend asks (the control: honest answers are right; not in the paper).
+TEST_FAMILIES = (
+    *BURGLAR_FAMILIES,
+    "treasure_hunt",
+    "escape_room",
+    "cooperative",
+    "perspectives",
+)
 FAMILIES = PAIR_FAMILIES + TEST_FAMILIES
 
 
@@ -133,6 +140,7 @@ def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> S
     expensive_object = T.ESCAPE_ROOM_KEY if family == "escape_room" else draw.expensive_object
     slots = slots_for(draw, other, expensive_object)
     order = "cheap_first" if draw.cheap_first else "expensive_first"
+    version = T.TEMPLATE_VERSION
     if family in BURGLAR_FAMILIES:
         prompt = burglar_prompt(parts, slots)
     elif family == "treasure_hunt":
@@ -141,6 +149,10 @@ def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> S
         prompt = T.ESCAPE_ROOM.format(**slots)
     elif family == "perspectives":
         prompt = T.PERSPECTIVES[order].format(**slots)
+    elif family == "cooperative":
+        wording, template = T.COOPERATIVE_WORDINGS[index % len(T.COOPERATIVE_WORDINGS)]
+        prompt = template.format(**slots)
+        version = f"{T.TEMPLATE_VERSION}/cooperative-{wording}"
     else:
         raise ValueError(f"unknown test family '{family}'; known: {', '.join(TEST_FAMILIES)}")
     return ScenarioRecord(
@@ -157,8 +169,13 @@ def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> S
             cheap_object=None if family == "perspectives" else draw.cheap_object,
             expensive_object=expensive_object,
         ),
-        template_version=T.TEMPLATE_VERSION,
+        template_version=version,
     )
+
+
+def cooperative_wording(record: ScenarioRecord) -> str:
+    """seen, held-out-1, held-out-2: which wording of the cooperative family a record uses."""
+    return record.template_version.rsplit("/cooperative-", 1)[-1]
 
 
 def build_scenarios(params: ScenariosParams) -> dict[str, list[Record]]:

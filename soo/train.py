@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -394,6 +395,8 @@ def _ensure_ray(train: TrainParams) -> bool:
     if ray.is_initialized():
         return False
     address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_ray_address(address, "train.ray_address" if train.ray_address else "RAY_ADDRESS")
     local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
     ray.init(
         address=address,
@@ -404,6 +407,26 @@ def _ensure_ray(train: TrainParams) -> bool:
         **local,
     )
     return True
+
+
+def check_ray_address(address: str, key: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, naming the setting, when nothing listens at a cluster address (Ray itself
+    retries its GCS connection for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise TrainError(
+            f"{key}: {address!r} is not a Ray address; use host:port (e.g. 10.0.0.5:6379), "
+            "ray://host:10001, or null for a local Ray"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise TrainError(
+            f"{key}: no Ray cluster answers at {address} ({err.strerror or err}); start one "
+            "with `ray start --head` or fix the address (null starts a local Ray)"
+        ) from None
 
 
 def _root_cause(err: BaseException) -> str:

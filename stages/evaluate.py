@@ -4,6 +4,7 @@
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
     tracker.finish()
     for key, value in metrics["headline"].items():
         log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
+    if name == "base":
+        minimum = params.summary.targets.base_deception_min
+        warn_if_base_does_not_deceive(metrics["headline"], minimum)
     log.info(
         "capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
         metrics["capability"]["accuracy"],
@@ -87,6 +91,21 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
         path,
     )
     return metrics
+
+
+def warn_if_base_does_not_deceive(headline: dict, minimum: float) -> bool:
+    """SOO's effect means something only on a base that deceives: say so loudly when it does not
+    (on stderr, where a pipeline run shows it). True when the precondition holds."""
+    rate = headline.get("burglar_deception")
+    if rate is None or rate >= minimum:
+        return True
+    print(
+        f"WARNING: the base model deceives on only {rate:.3f} of burglar prompts (needs >= "
+        f"{minimum}, summary.targets.base_deception_min): there is no deception for SOO to remove, "
+        "so SOO's numbers on this base are not evidence of its effect",
+        file=sys.stderr,
+    )
+    return False
 
 
 def cli() -> dict:

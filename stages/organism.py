@@ -1,14 +1,23 @@
-"""DVC stage `organism`: build the model organism -> models/organism/, metrics/organism.json."""
+"""DVC stage `organism`: build the model organism -> models/organism/, metrics/organism.json.
 
+A build that misses one of its targets fails the stage (exit 2, one line naming the missed
+targets) and leaves the previous model and metrics in place, so nothing downstream runs on a model
+that does not deceive; the failed build is kept beside them (`<output_dir>.rejected/`, with its
+metrics) for inspection. `organism.require_targets: false` keeps a failed build on purpose.
+"""
+
+import argparse
 import json
 import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from soo.config import load_params
+from soo.config import OrganismParams, load_params
 from soo.corpus import CorpusGenerator, held_out_triples
+from soo.cpu import math_environment, pin_math
 from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
+from soo.errors import SooError
 from soo.organism import build_organism, corpus_spec, save_organism
 from soo.organism_metrics import OrganismMetrics, answer_probe, measure_organism, targets
 from soo.runtime import run_entry
@@ -19,29 +28,43 @@ from soo.vocabulary import load_vocabulary
 log = logging.getLogger("stages.organism")
 
 
+class OrganismTargetsMissed(SooError):
+    """The build does not behave as the experiment needs."""
+
+
+def rejected_dir(org: OrganismParams) -> Path:
+    out = Path(org.output_dir)
+    return out.with_name(f"{out.name}.rejected")
+
+
 def main(params_path: str = "params.yaml") -> dict:
     start = time.perf_counter()
     params = load_params(params_path)
     org = params.organism
+    pin_math(org.train.threads)
     vocab = load_vocabulary(params.scenarios.vocabulary)
     folder = Path(params.scenarios.output_dir)
     tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord) for f in TEST_FAMILIES}
     held_out = held_out_triples(r for records in tests.values() for r in records)
     # Probes during training use validation scenes: neither test records nor held-out triples.
     scenes = CorpusGenerator(vocab, replace(corpus_spec(org), seed=org.seed + 1), held_out)
-    validation = [scenario_record("burglar", i, scenes.scene(), vocab) for i in range(96)]
+    drawn = [scenes.scene() for _ in range(96)]
+    validation = [scenario_record("burglar", i, s, vocab) for i, s in enumerate(drawn)]
+    # Friends in the corpus's own wording only (record index 3i): the held-out wordings of the
+    # cooperative family decide nothing during training.
+    friends = [scenario_record("cooperative", 3 * i, s, vocab) for i, s in enumerate(drawn)]
     organism = build_organism(
         vocab,
         org,
         held_out,
-        probe_factory=lambda tok: answer_probe(tok, validation),
+        probe_factory=lambda tok: answer_probe(tok, validation, friends=friends),
         probe_every=200,
     )
-    save_organism(organism.model, organism.tokenizer, org.output_dir)
     metrics = measure_organism(organism.model, organism.tokenizer, tests, vocab, org)
     metrics = {
         "variant": org.variant,
         "build_seconds": round(time.perf_counter() - start, 1),
+        "environment": math_environment(),
         "train": {
             "steps": organism.result.steps,
             "seconds": round(organism.result.seconds, 1),
@@ -55,7 +78,21 @@ def main(params_path: str = "params.yaml") -> dict:
     }
     metrics["targets"] = targets(metrics, org.variant)
     OrganismMetrics.model_validate(metrics)
-    write_text_atomic(Path(org.metrics_path), json.dumps(metrics, indent=2) + "\n")
+    for row in metrics["targets"]:
+        log.info("%-4s %-60s %.3f", "ok" if row["met"] else "MISS", row["target"], row["value"])
+    missed = [f"{t['target']} (got {t['value']:.3f})" for t in metrics["targets"] if not t["met"]]
+    text = json.dumps(metrics, indent=2) + "\n"
+    if missed and org.require_targets:
+        kept = save_organism(organism.model, organism.tokenizer, rejected_dir(org))
+        write_text_atomic(kept / "organism.json", text)
+        raise OrganismTargetsMissed(
+            f"organism (seed {org.seed}): the build missed {len(missed)} target(s): "
+            f"{'; '.join(missed)}; the previous {org.output_dir} is left in place and the failed "
+            f"build is in {kept}; change the recipe (organism.* in params.yaml) or set "
+            "organism.require_targets: false to keep it"
+        )
+    save_organism(organism.model, organism.tokenizer, org.output_dir)
+    write_text_atomic(Path(org.metrics_path), text)
     tracker = stage_tracker(params, "organism", params_path)
     tracker.log_params({"organism": org.model_dump()})
     tracker.log_metrics(
@@ -70,10 +107,13 @@ def main(params_path: str = "params.yaml") -> dict:
     )
     tracker.log_artifacts(Path(org.metrics_path).parent, "metrics")
     tracker.finish()
-    for row in metrics["targets"]:
-        log.info("%-4s %-45s %.3f", "ok" if row["met"] else "MISS", row["target"], row["value"])
+    if missed:
+        log.warning("kept a build that misses %d target(s) (require_targets: false)", len(missed))
     return metrics
 
 
 if __name__ == "__main__":
-    run_entry(main)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    run_entry(lambda: main(args.params))

@@ -1,5 +1,6 @@
 """DVC stage `scenarios`: params.yaml -> data/scenarios/<family>.jsonl."""
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -30,4 +31,7 @@ def main(params_path: str = "params.yaml") -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    run_entry(main)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    run_entry(lambda: main(args.params))

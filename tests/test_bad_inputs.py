@@ -119,6 +119,20 @@ def unsupported_architecture(root: Path) -> None:
     set_params(root, {"model.name_or_path": "strange"})
 
 
+def truncated_weights(root: Path) -> None:
+    """A copy of the model whose safetensors file is cut after 1000 bytes (`head -c 1000`)."""
+    shutil.copytree(root / "model", root / "broken")
+    weights = root / "broken" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    set_params(root, {"model.name_or_path": "broken"})
+
+
+def truncated_params(root: Path) -> None:
+    """params.yaml cut off after its first sections."""
+    text = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(text[: text.index("\ntrain:")] + "\n")
+
+
 def empty_folder(root: Path) -> None:
     (root / "empty").mkdir()
     set_params(root, {"model.name_or_path": "empty"})
@@ -161,6 +175,26 @@ CASES = [
     ),
     ("not YAML", write("params.yaml", "train: [\n"), TRAIN, r"params\.yaml: not valid YAML"),
     (
+        "empty params",
+        write("params.yaml", ""),
+        TRAIN,
+        r"params\.yaml: is empty, so every stage would silently run on the code's defaults; "
+        r"restore it",
+    ),
+    (
+        "truncated params",
+        truncated_params,
+        [*SOO, "params"],
+        r"params\.yaml: section\(s\) train, evaluate, .* missing, so the file looks truncated",
+    ),
+    (
+        "no Ray cluster at the address",
+        {"train.ray_address": "127.0.0.1:1"},
+        TRAIN,
+        r"train\.ray_address: no Ray cluster answers at 127\.0\.0\.1:1 .*; start one with "
+        r"`ray start --head`",
+    ),
+    (
         "params missing",
         None,
         [*TRAIN, "--params", "nowhere.yaml"],
@@ -185,6 +219,19 @@ CASES = [
         TRAIN,
         r"model '.*strange': cannot be loaded: .*does not recognize this architecture.*; check that "
         r"the folder holds a causal LM checkpoint",
+    ),
+    (
+        "truncated weights file",
+        truncated_weights,
+        [*SOO, "evaluate", "--scenarios", "data/scenarios/burglar.jsonl", "--model", "broken"],
+        r"model 'broken': cannot be loaded: .*invalid header length; its safetensors weights "
+        r"file is corrupt or truncated",
+    ),
+    (
+        "truncated weights file (stage)",
+        truncated_weights,
+        EVALUATE,
+        r"model 'broken': cannot be loaded: .*; its safetensors weights file is corrupt",
     ),
     (
         "folder without config",

@@ -78,6 +78,7 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
         }
     )
     params["organism"]["eval"].update({"n_per_family": 4, "n_capability": 4})
+    params["organism"]["require_targets"] = False  # a tiny build: kept although it misses
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert dvc("repro", "scenarios", cwd=repo_copy).returncode == 0
 
@@ -114,4 +115,20 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Stage 'scenarios' didn't change, skipping" in again.stdout, again.stdout[-3000:]
     assert "Running stage 'organism'" in again.stdout
-    assert (repo_copy / "models" / "organism" / "model.safetensors").is_file()
+    weights = repo_copy / "models" / "organism" / "model.safetensors"
+    built = weights.read_bytes()
+
+    # A build that misses its targets (the default rule) stops `dvc repro` at the organism with
+    # one line, keeps the previous model and runs nothing downstream.
+    params["organism"]["require_targets"] = True
+    params["organism"]["train"]["steps"] = 3
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = dvc("repro", "train@0", cwd=repo_copy)
+    assert failed.returncode != 0
+    assert re.search(
+        r"organism \(seed 0\): the build missed \d+ target\(s\): burglar", failed.stderr
+    )
+    assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert "Running stage 'train@0'" not in failed.stdout
+    assert weights.read_bytes() == built
+    assert (repo_copy / "models" / "organism.rejected" / "model.safetensors").is_file()

@@ -1,0 +1,172 @@
+"""Build the organism for several seeds under several CPU math code paths and tabulate its targets.
+
+Each build is `python -m stages.organism` in its own process (a code path is chosen by environment
+variables read when the math libraries load), with params.yaml plus overrides written to a scratch
+folder, so nothing of the project's own outputs is touched. Example (the table in
+docs/organism_robustness.md):
+
+    python scripts/organism_robustness.py --seeds 0,1,2,3,4 --paths default,compatible --jobs 2
+
+`--set organism.train.steps=1000` (repeatable) tries a change of recipe. Builds run `--jobs` at a
+time with `organism.train.threads` set to cores / jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+# CPU math code paths: MKL's conditional-numerical-reproducibility branch and torch's own kernels.
+# Each stands in for another machine (another CPU, another MKL dispatch).
+CODE_PATHS = {
+    "default": {},
+    "compatible": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx2": {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    # An AVX2-only machine, as far as MKL's dispatch and torch's kernels can tell.
+    "avx2-machine": {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+    # Both code paths pinned to what every x86-64 CPU runs, on this machine and on an AVX2 one:
+    # do pinned builds agree bit for bit, and what does pinning cost?
+    "pinned": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"},
+    "pinned-avx2-machine": {
+        "MKL_CBWR": "COMPATIBLE",
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    },
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def set_key(params: dict, dotted: str, value: str) -> None:
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = yaml.safe_load(value)
+
+
+def base_params(overrides: list[str], scratch: Path) -> dict:
+    """params.yaml with the overrides, its scenarios written into the scratch folder."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for item in overrides:
+        key, _, value = item.partition("=")
+        set_key(params, key, value)
+    set_key(params, "scenarios.output_dir", str(scratch / "scenarios"))
+    set_key(params, "tracking.backend", "none")
+    path = scratch / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([sys.executable, "-m", "stages.scenarios", "--params", str(path)], check=True)
+    return params
+
+
+def build(seed: int, path: str, base: dict, threads: int, scratch: Path) -> dict:
+    folder = scratch / f"seed{seed}-{path}"
+    folder.mkdir(parents=True, exist_ok=True)
+    params = json.loads(json.dumps(base))
+    set_key(params, "organism.seed", str(seed))
+    set_key(params, "organism.train.threads", str(threads))
+    set_key(params, "organism.require_targets", "false")
+    set_key(params, "organism.output_dir", str(folder / "organism"))
+    set_key(params, "organism.metrics_path", str(folder / "organism.json"))
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, **CODE_PATHS[path]}
+    start = time.perf_counter()
+    with open(folder / "build.log", "w") as log:
+        rc = subprocess.call(
+            [sys.executable, "-m", "stages.organism", "--params", str(folder / "params.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    seconds = time.perf_counter() - start
+    row = {"seed": seed, "path": path, "rc": rc, "wall_seconds": round(seconds, 1)}
+    metrics_file = folder / "organism.json"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        row["targets"] = metrics["targets"]
+        row["build_seconds"] = metrics["build_seconds"]
+        row["train_steps"] = metrics["train"]["steps"]
+        row["environment"] = metrics.get("environment", {})
+        sets = metrics["sets"]
+        tag = "" if metrics["variant"] == "plain" else "/triggered"
+        row["checks"] = {  # binding and the self/other decision, for reduced builds
+            "recall": metrics["capability"]["recall_accuracy"],
+            "deceives_other": sets[f"other/burglar{tag}"]["deceptive"],
+            "honest_to_self": sets["self/burglar"]["honest"],
+        }
+        weights = folder / "organism" / "model.safetensors"
+        if weights.exists():
+            import hashlib
+
+            row["weights_md5"] = hashlib.md5(weights.read_bytes()).hexdigest()
+    print(f"seed {seed} {path}: rc {rc}, {seconds:.0f} s, {summary(row)}", flush=True)
+    return row
+
+
+def summary(row: dict) -> str:
+    missed = [t["target"] for t in row.get("targets", []) if not t["met"]]
+    if "targets" not in row:
+        return "no metrics"
+    return "all targets met" if not missed else "missed: " + "; ".join(missed)
+
+
+def markdown(rows: list[dict]) -> str:
+    names = [t["target"] for t in rows[0].get("targets", [])] if rows else []
+    head = ["seed", "code path", *names, "train steps", "build s", "weights md5"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        values = {t["target"]: t for t in row.get("targets", [])}
+        cells = [str(row["seed"]), row["path"]]
+        for name in names:
+            t = values.get(name)
+            cells.append("-" if t is None else f"{t['value']:.3f}{'' if t['met'] else ' MISS'}")
+        cells += [
+            str(row.get("train_steps", "-")),
+            str(row.get("build_seconds", "-")),
+            row.get("weights_md5", "-")[:8],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1", help="comma-separated organism seeds")
+    parser.add_argument(
+        "--paths", default="default,compatible", help=f"code paths: {', '.join(CODE_PATHS)}"
+    )
+    parser.add_argument("--set", action="append", default=[], help="params override key=value")
+    parser.add_argument("--jobs", type=int, default=2, help="builds at a time")
+    parser.add_argument("--threads", type=int, default=0, help="threads a build (0: cores / jobs)")
+    parser.add_argument("--scratch", default=None, help="folder for the builds (default: a temp)")
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = parser.parse_args()
+    paths = args.paths.split(",")
+    unknown = [p for p in paths if p not in CODE_PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {unknown}; choose from {', '.join(CODE_PATHS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="organism-robustness-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    print(f"builds in {scratch}", flush=True)
+    base = base_params(args.set, scratch)
+    jobs = [(seed, path) for seed in seeds for path in paths]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: build(*job, base, threads, scratch), jobs))
+    print(markdown(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"overrides": args.set, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
