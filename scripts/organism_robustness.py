@@ -63,7 +63,9 @@ def base_params(overrides: list[str], scratch: Path) -> dict:
     set_key(params, "tracking.backend", "none")
     path = scratch / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "stages.scenarios", "--params", str(path)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "stages.scenarios", "--params", str(path)], cwd=ROOT, check=True
+    )
     return params
 
 

@@ -219,6 +219,15 @@ class OrganismTrainParams(Section):
         "and the self/other choice are not forgotten.",
     )
 
+    @model_validator(mode="after")
+    def _check(self) -> OrganismTrainParams:
+        if self.anneal_steps > self.steps:
+            raise cross_field_error(
+                "anneal_steps",
+                f"must be <= steps ({self.steps}), the corpus phase's cap, got {self.anneal_steps}",
+            )
+        return self
+
 
 class OrganismEvalParams(Section):
     """The organism's behaviour check (simple scorer; the evaluate stage has the full judge)."""
@@ -567,16 +576,17 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         )
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(path.name, err)) from None
     missing = [name for name in Params.model_fields if name not in raw]
     if missing:
         raise ParamsError(
             f"{path}: section(s) {', '.join(missing)} missing, so the file looks truncated; "
             f"{restore} or add them (`name: {{}}` takes the code's defaults on purpose)"
         )
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as err:
-        raise ParamsError(format_validation_error(path.name, err)) from None
+    return params
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:

@@ -234,7 +234,7 @@ def train_organism(
         "drill": lambda row: row.get("recall", 0.0),
         "selection": lambda row: min(row.get("other", 0.0), row.get("self", 0.0)),
         # every probe: binding, the self/other choice and (when probed) honesty to a friend
-        "corpus": lambda row: min(v for k, v in row.items() if k in PROBE_KEYS),
+        "corpus": lambda row: min((v for k, v in row.items() if k in PROBE_KEYS), default=0.0),
     }
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)

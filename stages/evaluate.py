@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from soo.config import Params, load_params
 from soo.data import (
     GenerationRecord,
     write_jsonl,
     write_text_atomic,
 )
+from soo.errors import first_line
 from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
 from soo.models import ModelError, load_model
 from soo.runtime import run_entry
@@ -41,7 +44,13 @@ def load_evaluated(params: Params, name: str):
         raise ModelError(
             f"adapter '{adapter}' not found; train it with `dvc repro train` or pass --model base"
         )
-    return PeftModel.from_pretrained(model, adapter), tokenizer
+    try:
+        return PeftModel.from_pretrained(model, adapter), tokenizer
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ModelError(
+            f"adapter '{adapter}': cannot be loaded: {first_line(err).rstrip('.')}; its files are "
+            f"corrupt or incomplete: delete the folder and retrain it (`dvc repro train`)"
+        ) from None
 
 
 def main(name: str, params_path: str = "params.yaml") -> dict:

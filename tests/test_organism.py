@@ -148,7 +148,18 @@ def test_tiny_organism_round_trips_offline(tests_and_held_out, tmp_path, monkeyp
         assert (second / name).read_bytes() == (out / name).read_bytes(), name
 
 
-def test_stage_writes_model_and_metrics_schema(write_params, tmp_path, monkeypatch):
+@pytest.fixture
+def restore_torch_math():
+    """The stage pins threads and deterministic algorithms for its process: undo it after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def test_stage_writes_model_and_metrics_schema(
+    write_params, tmp_path, monkeypatch, restore_torch_math
+):
     monkeypatch.chdir(tmp_path)
     overrides = {"scenarios.n_test": 20, **{f"organism.{k}": v for k, v in TINY.items()}}
     path = write_params({**overrides, "organism.require_targets": False})
@@ -285,6 +296,7 @@ HELD_OUT_COOPERATIVE = (
     re.compile(r"asks you where the"),
     re.compile(r"You and your friend \w+ are in a house\."),
     re.compile(r"recommend one room to your friend"),
+    re.compile(r"wants to help you find the"),
 )
 
 
@@ -319,3 +331,41 @@ def test_cooperative_control_family_and_its_held_out_wordings(tests_and_held_out
     # The seen wording is what the corpus's cooperative documents say.
     seen = [t for t in corpus.docs if "You want to help" in t and "your friend" in t]
     assert len(seen) > 300
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_corpus_phase_decays_once_every_probe_learned(tests_and_held_out, learned):
+    """With anneal_steps the corpus phase runs at the peak rate until every probe reaches
+    curriculum_target, then anneal_steps more steps; a probe that never learns runs to the cap.
+    Replay draws the earlier phases' texts into later batches."""
+    _, held_out = tests_and_held_out
+    train = {**TINY["train"], "steps": 40, "anneal_steps": 5, "replay": 0.5}
+    params = OrganismParams.model_validate({**TINY, "train": train})
+    value = 1.0 if learned else 0.5
+    keys = ("other", "self", "recall", "friend")
+    organism = build_organism(
+        VOCAB,
+        params,
+        held_out,
+        probe_factory=lambda tok: lambda m: dict.fromkeys(keys, value),
+        probe_every=1,
+    )
+    # drills and selection end at their first probe when learned; the corpus then runs 1 + 5 steps
+    expected = 1 + 1 + 6 if learned else 2 + 2 + 40
+    assert organism.result.steps == expected
+    corpus_rows = [r for r in organism.result.history if r["phase"] == "corpus"]
+    assert len(corpus_rows) == (6 if learned else 40)
+
+
+def test_replay_mixes_earlier_phases_into_batches():
+    from random import Random
+
+    from soo.organism import _batches
+
+    drills = [([1, 2, 3], 0)] * 5
+    docs = [([7, 8], 0)] * 5
+    batch = next(_batches([(docs, 0.5), (drills, 0.5)], 400, 0, Random(0)))[0]
+    from_drills = int((batch[:, 0] == 1).sum())
+    assert 150 < from_drills < 250 and int((batch[:, 0] == 7).sum()) == 400 - from_drills
+    only = next(_batches([(docs, 1.0)], 8, 0, Random(0)))[0]
+    assert (only[:, 0] == 7).all()
