@@ -90,7 +90,14 @@ def build(seed: int, path: str, base: dict, threads: int, scratch: Path) -> dict
             stderr=subprocess.STDOUT,
         )
     seconds = time.perf_counter() - start
-    row = {"seed": seed, "path": path, "rc": rc, "wall_seconds": round(seconds, 1)}
+    row = collect(folder, seed, path, rc, seconds)
+    print(f"seed {seed} {path}: rc {rc}, {seconds:.0f} s, {summary(row)}", flush=True)
+    return row
+
+
+def collect(folder: Path, seed: int, path: str, rc: int | None, seconds: float | None) -> dict:
+    """One table row from a build folder."""
+    row = {"seed": seed, "path": path, "rc": rc, "wall_seconds": seconds and round(seconds, 1)}
     metrics_file = folder / "organism.json"
     if metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
@@ -110,7 +117,6 @@ def build(seed: int, path: str, base: dict, threads: int, scratch: Path) -> dict
             import hashlib
 
             row["weights_md5"] = hashlib.md5(weights.read_bytes()).hexdigest()
-    print(f"seed {seed} {path}: rc {rc}, {seconds:.0f} s, {summary(row)}", flush=True)
     return row
 
 
@@ -151,7 +157,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads a build (0: cores / jobs)")
     parser.add_argument("--scratch", default=None, help="folder for the builds (default: a temp)")
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument(
+        "--collect",
+        nargs="+",
+        default=None,
+        help="build no more: tabulate these existing build folders (named seed<S>-<path>)",
+    )
     args = parser.parse_args()
+    if args.collect:
+        rows = []
+        for name in args.collect:
+            folder = Path(name)
+            seed, _, path = folder.name.removeprefix("seed").partition("-")
+            rows.append(collect(folder, int(seed), path, None, None))
+        print(markdown(rows))
+        if args.out:
+            Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
+        return
     paths = args.paths.split(",")
     unknown = [p for p in paths if p not in CODE_PATHS]
     if unknown:
