@@ -203,12 +203,19 @@ class OrganismTrainParams(Section):
         description="CPU threads for torch (fixed, not 'all cores': the build's floats and speed "
         "do not then depend on the machine's size).",
     )
+    corpus_target: float = Field(
+        0.9,
+        ge=0,
+        le=1.01,
+        description="With anneal_steps: the corpus phase starts its decay once every validation "
+        "probe (binding, deceiving the burglar, honest to itself and to a friend) reaches this.",
+    )
     anneal_steps: int = Field(
         0,
         ge=0,
         description="0: the corpus phase decays the learning rate over all `steps`. Otherwise it "
         "holds the peak until every probe (binding, self/other, friend) reaches "
-        "curriculum_target, then decays over anneal_steps and ends; `steps` is then the cap.",
+        "corpus_target, then decays over anneal_steps and ends; `steps` is then the cap.",
     )
     replay: float = Field(
         0.0,

@@ -286,10 +286,9 @@ def train_organism(
                 model.train()
                 history.append({"phase": phase, **row})
                 log.info("probe %s %s", phase, " | ".join(f"{k} {v:.3g}" for k, v in row.items()))
-                if phase in learned and learned[phase](row) >= t.curriculum_target:
-                    log.info(
-                        "%s learned (%.3f >= %.2f)", phase, learned[phase](row), t.curriculum_target
-                    )
+                target = t.corpus_target if phase == "corpus" else t.curriculum_target
+                if phase in learned and learned[phase](row) >= target:
+                    log.info("%s learned (%.3f >= %.2f)", phase, learned[phase](row), target)
                     if phase != "corpus":
                         break
                     if anneal_from is None:
