@@ -175,7 +175,7 @@ def _batches(
         yield input_ids, mask, labels
 
 
-PROBE_KEYS = ("other", "self", "recall", "friend")
+PROBE_KEYS = ("other", "self", "recall", "friend", "worst_order")
 
 
 class _Lines:

@@ -296,14 +296,28 @@ def answer_probe(
         for k, v in targets_.items()
     }
 
+    orders = {
+        "other": [r.room_order for r in records[:n]],
+        "self": [r.room_order for r in records[:n]],
+        "recall": [r.room_order for r in records[:n]],
+        "friend": [r.room_order for r in friends[:n]],
+    }
+
     @torch.no_grad()
     def probe(model: PreTrainedModel) -> dict[str, float]:
         tokenizer.padding_side = "left"
-        out = {}
+        out, by_order = {}, []
         for key, texts in prompts.items():
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             pred = model(**batch).logits[:, -1].argmax(-1).tolist()
-            out[key] = sum(p == t for p, t in zip(pred, first_ids[key], strict=True)) / len(texts)
+            hits = [p == t for p, t in zip(pred, first_ids[key], strict=True)]
+            out[key] = sum(hits) / len(texts)
+            for order in ("cheap_first", "expensive_first"):
+                picked = [h for h, o in zip(hits, orders[key], strict=True) if o == order]
+                if picked:
+                    by_order.append(sum(picked) / len(picked))
+        # the worst of every probe in either room order: position must not decide
+        out["worst_order"] = min(by_order)
         return out
 
     return probe
