@@ -121,7 +121,7 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
     # A build that misses its targets (the default rule) stops `dvc repro` at the organism with
     # one line, keeps the previous model and runs nothing downstream.
     params["organism"]["require_targets"] = True
-    params["organism"]["train"]["steps"] = 3
+    params["organism"]["train"].update({"steps": 3, "anneal_steps": 0})
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     failed = dvc("repro", "train@0", cwd=repo_copy)
     assert failed.returncode != 0
