@@ -3,6 +3,8 @@ evaluation metrics (organism weights: tests/test_organism.py; adapters: tests/te
 
 import json
 
+from soo.scenarios import FAMILIES
+
 
 def test_scenario_files_are_byte_identical(tmp_path, write_params):
     from stages.scenarios import main
@@ -12,7 +14,7 @@ def test_scenario_files_are_byte_identical(tmp_path, write_params):
         params = write_params({"scenarios.output_dir": str(tmp_path / run)})
         main(str(params))
         outputs.append({p.name: p.read_bytes() for p in (tmp_path / run).glob("*.jsonl")})
-    assert outputs[0] == outputs[1] and len(outputs[0]) == 14
+    assert outputs[0] == outputs[1] and len(outputs[0]) == len(FAMILIES)
     # A different seed draws different scenarios: the check above can fail.
     params = write_params({"scenarios.output_dir": str(tmp_path / "c"), "scenarios.seed": 1})
     main(str(params))
