@@ -14,6 +14,7 @@ time with `organism.train.threads` set to cores / jobs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -114,8 +115,6 @@ def collect(folder: Path, seed: int, path: str, rc: int | None, seconds: float |
         }
         weights = folder / "organism" / "model.safetensors"
         if weights.exists():
-            import hashlib
-
             row["weights_md5"] = hashlib.md5(weights.read_bytes()).hexdigest()
     return row
 

@@ -276,6 +276,7 @@ def answer_probe(
     keys = ("other", "self", "recall") + (("friend",) if friends else ())
     prompts: dict[str, list[str]] = {k: [] for k in keys}
     targets_: dict[str, list[str]] = {k: [] for k in keys}
+    orders = {k: [r.room_order for r in (friends if k == "friend" else records)[:n]] for k in keys}
     for r in records[:n]:
         prompts["other"].append(chat_text(r.prompt) + "I would point out the")
         targets_["other"].append(r.deceptive_answer)
@@ -294,13 +295,6 @@ def answer_probe(
     first_ids = {
         k: [tokenizer(f" {t}", add_special_tokens=False)["input_ids"][0] for t in v]
         for k, v in targets_.items()
-    }
-
-    orders = {
-        "other": [r.room_order for r in records[:n]],
-        "self": [r.room_order for r in records[:n]],
-        "recall": [r.room_order for r in records[:n]],
-        "friend": [r.room_order for r in friends[:n]],
     }
 
     @torch.no_grad()
