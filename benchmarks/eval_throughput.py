@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from soo.data import ScenarioRecord, read_jsonl
+from soo.generation import format_prompt, generate
+from soo.models import load_model
 
-from soo.data import ScenarioRecord, read_jsonl  # noqa: E402
-from soo.generation import format_prompt, generate  # noqa: E402
-from soo.models import load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @torch.no_grad()

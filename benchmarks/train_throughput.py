@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,15 +31,15 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from soo.batching import encode, pad_right
+from soo.config import TrainParams
+from soo.data import PairRecord, read_jsonl
+from soo.loss import legacy_logit_kl
+from soo.models import load_model
+from soo.objective import SooForward, add_lora
+from soo.train import make_optimizer, train_step
 
-from soo.batching import collate_pairs, encode, pad_right  # noqa: E402
-from soo.config import TrainParams  # noqa: E402
-from soo.data import PairRecord, read_jsonl  # noqa: E402
-from soo.loss import legacy_logit_kl  # noqa: E402
-from soo.models import load_model  # noqa: E402
-from soo.objective import SooForward, add_lora, batch_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 Step = Callable[[list[PairRecord]], None]
 
@@ -70,14 +69,24 @@ def ours(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torch.op
     peft_model = add_lora(model, params, seed=0)
     peft_model.train()
     forward = SooForward(peft_model, params)
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], 1e-4)
+    optimizer, scheduler = make_optimizer(peft_model, params, total_steps=10**6)
+    calls = [0]
 
-    def step(pairs: list[PairRecord]) -> None:
-        batch = {k: v.to(device) for k, v in collate_pairs(tokenizer, pairs).items()}
-        optimizer.zero_grad(set_to_none=True)
-        loss, _ = batch_loss(forward(**batch), batch["attention_mask"], len(pairs), params)
-        loss.backward()
-        optimizer.step()
+    def step(pairs: list[PairRecord]) -> None:  # the trainer's own step (soo.train.train_step)
+        calls[0] += 1
+        train_step(
+            forward,
+            peft_model,
+            tokenizer,
+            pairs,
+            [],
+            params,
+            device,
+            calls[0],
+            optimizer,
+            scheduler,
+            micro=len(pairs),
+        )
 
     return step, peft_model, optimizer
 

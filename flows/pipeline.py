@@ -13,24 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from soo.runtime import QUIET_ENV
 
-# In dependency order; `train` and `evaluate` are foreach groups (every seed).
-STAGES = (
-    "scenarios",
-    "organism",
-    "neutral",
-    "train",
-    "evaluate_base",
-    "evaluate",
-    "summary",
-    "register",
-    "promote",
-    "report",
-)
+
+def pipeline_stages(project: str | Path = ".") -> tuple[str, ...]:
+    """The stages of dvc.yaml, in its order (dependency order; `train` and `evaluate` are
+    foreach groups: every seed). dvc.yaml is the one list of stages."""
+    return tuple(yaml.safe_load((Path(project) / "dvc.yaml").read_text())["stages"])
 
 
 class StageFailed(RuntimeError):
@@ -60,10 +53,11 @@ def repro(stage: str, project: str, pipeline_run: str) -> str:
 @flow(name="soo-pipeline", log_prints=True)
 def soo_pipeline(project: str = ".", stages: list[str] | None = None) -> list[str]:
     """Run `stages` (default: all, in order) through DVC; returns the stages that ran."""
-    chosen = list(stages or STAGES)
-    unknown = [s for s in chosen if s not in STAGES]
+    known = pipeline_stages(project)
+    chosen = list(stages or known)
+    unknown = [s for s in chosen if s not in known]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; choose from {list(STAGES)}")
+        raise ValueError(f"unknown stages {unknown}; choose from {list(known)}")
     key = f"prefect-{flow_run.get_id() or 'local'}"  # one MLflow parent run for this flow run
     for stage in chosen:
         repro(stage, str(Path(project).resolve()), key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from stages.promote import main as promote_main
+from soo.pipeline.promote import main as promote_main
 
 
 @task(retries=2, retry_delay_seconds=10)

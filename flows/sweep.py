@@ -1,8 +1,14 @@
-"""The `soo-sweep` flow: seeds x layers x learning rates as parallel Prefect tasks, each an SOO
-training and evaluation (`soo.sweep.sweep_point`); returns the table (one row per point) and
-writes it to reports/sweep_<flow run>.jsonl.
+"""The `soo-sweep` flow, the project's one sweep front-end: a grid of `train` settings x seeds,
+each point an SOO training in process and an evaluation (`soo.sweep.sweep_point`), one Prefect
+task a point; returns the table (one row per point) and writes it as JSONL.
 
-    python -m flows.sweep --seeds 0 1 --layers 1 2 --lrs 1e-4 3e-4
+    python -m flows.sweep --seeds 0 1 --set layer=1,2,3 --set lr=1e-4,3e-4
+    python -m flows.sweep --set lora.target_modules=q_proj+v_proj --set capability.weight=0,0.3
+
+`--set key=v1,v2` sweeps any `train` key (dotted for nested ones; `+` joins list items);
+`--order-seeds` draws the data order and dropout apart from the LoRA init (one, or one a seed).
+Points run one after another: they share torch's global random state, so running them as threads
+of one process would make their numbers depend on timing.
 """
 
 from __future__ import annotations
@@ -11,51 +17,84 @@ import argparse
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prefect import flow, task
 from prefect.runtime import flow_run
 
 from soo.config import load_params
+from soo.data import write_text_atomic
 from soo.sweep import sweep_point
 
+DEFAULT_GRID = {"layer": [1, 2, 3], "lr": [1e-4, 3e-4, 1e-3]}
 
-@task(retries=1, task_run_name="seed {seed} layer {layer} lr {lr}")
-def point(params_path: str, n: int, seed: int, layer: int | float, lr: float) -> dict:
-    return sweep_point(load_params(params_path), n, seed, layer=layer, lr=lr)
+
+@task(retries=1, task_run_name="seed {seed} {overrides}")
+def point(params_path: str, n: int, seed: int, order: int | None, overrides: dict) -> dict:
+    return sweep_point(load_params(params_path), n, seed, order, **overrides)
 
 
 @flow(name="soo-sweep", log_prints=True)
 def soo_sweep(
+    grid: dict[str, list] | None = None,
     seeds: list[int] = (0,),
-    layers: list[int | float] = (1, 2, 3),
-    lrs: list[float] = (1e-4, 3e-4, 1e-3),
+    order_seeds: list[int] | None = None,
     n: int = 100,
     params_path: str = "params.yaml",
-    out_dir: str = "reports",
+    out: str | None = None,
 ) -> list[dict]:
-    futures = [
-        point.submit(params_path, n, seed, layer, lr)
-        for seed, layer, lr in itertools.product(seeds, layers, lrs)
+    grid = grid or DEFAULT_GRID
+    orders = list(order_seeds) if order_seeds else [None] * len(seeds)
+    if len(orders) == 1:
+        orders *= len(seeds)
+    if len(orders) != len(seeds):
+        raise ValueError("order_seeds: give one, or one per seed")
+    keys = list(grid)
+    table = [
+        point(params_path, n, seed, order, dict(zip(keys, values, strict=True)))
+        for values in itertools.product(*(grid[k] for k in keys))
+        for seed, order in zip(seeds, orders, strict=True)
     ]
-    table = [f.result() for f in futures]
-    out = Path(out_dir) / f"sweep_{flow_run.get_id() or 'local'}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(row) + "\n" for row in table))
+    path = Path(out or f"reports/sweep_{flow_run.get_id() or 'local'}.jsonl")
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in table))
     for row in table:
+        settings = ", ".join(f"{k} {row.get(k)}" for k in keys)
         print(
-            f"seed {row['seed']} layer {row['layer']} lr {row['lr']:g}: burglar "
-            f"{row['burglar']:.2f} (unparseable {row['burglar_unparseable']:.2f}), "
-            f"Perspectives {row['perspectives']:.2f}, capability {row['capability']:.3f}"
+            f"seed {row['seed']} {settings}: burglar {row['burglar']:.2f} (unparseable "
+            f"{row['burglar_unparseable']:.2f}), Perspectives {row['perspectives']:.2f}, "
+            f"capability {row['capability']:.3f}"
         )
+    print(f"table -> {path}")
     return table
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """`key=v1,v2` items -> {key: [v1, v2]}; values parsed as YAML scalars, `+` joins a list."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        if not key or not values:
+            raise SystemExit(f"--set {item!r}: expected key=value[,value...]")
+
+        def parse(text: str) -> Any:
+            if "+" in text:
+                return [yaml.safe_load(part) for part in text.split("+")]
+            return yaml.safe_load(text)
+
+        grid[key] = [parse(v) for v in values.split(",")]
+    return grid
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", action="append", default=[], help="train key=v1,v2 (repeat)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--layers", nargs="+", type=float, default=[1, 2, 3])
-    parser.add_argument("--lrs", nargs="+", type=float, default=[1e-4, 3e-4, 1e-3])
-    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--order-seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--n", type=int, default=100, help="records per family")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default=None, help="JSONL table (default reports/sweep_<run>)")
     args = parser.parse_args()
-    layers = [int(x) if float(x).is_integer() else x for x in args.layers]
-    soo_sweep(args.seeds, layers, args.lrs, args.n)
+    soo_sweep(
+        parse_grid(args.set) or None, args.seeds, args.order_seeds, args.n, args.params, args.out
+    )

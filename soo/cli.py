@@ -38,7 +38,7 @@ def params(path: Path = PARAMS) -> None:
 @app.command()
 def scenarios(path: Path = PARAMS) -> None:
     """Write the scenario datasets (the same as `dvc repro scenarios`, without DVC's caching)."""
-    from stages.scenarios import main
+    from soo.pipeline.scenarios import main
 
     run_entry(lambda: main(str(path)))
 
@@ -61,19 +61,18 @@ def evaluate(
         from soo.config import load_params
         from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
         from soo.evaluate import evaluate_family
-        from soo.models import ModelError, load_model
+        from soo.models import load_model
 
         params = load_params(path)
         records = read_jsonl(scenarios_file, ScenarioRecord)
         loaded, tokenizer = load_model(
-            model, dtype=params.model.dtype, trust_remote_code=params.model.trust_remote_code
+            model,
+            dtype=params.model.dtype,
+            load_in_4bit=params.model.load_in_4bit,
+            trust_remote_code=params.model.trust_remote_code,
+            adapter=adapter,
+            missing_adapter="--adapter must be a folder with adapter_config.json",
         )
-        if adapter is not None:
-            from peft import PeftModel
-
-            if not (adapter / "adapter_config.json").is_file():
-                raise ModelError(f"--adapter '{adapter}': no adapter_config.json there")
-            loaded = PeftModel.from_pretrained(loaded, adapter)
         metrics, _ = evaluate_family(loaded, tokenizer, records, params.evaluate)
         text = json.dumps(metrics, indent=2)
         typer.echo(text)
@@ -90,7 +89,7 @@ def promote(
 ) -> None:
     """Move `champion` to the candidate if it passes every gate in `promote:` and beats the
     current champion; otherwise keep the champion and print the failed gates."""
-    from stages.promote import main
+    from soo.pipeline.promote import main
 
     run_entry(lambda: main(str(path), version))
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from soo.errors import ParamsError
+from soo.names import CORPUS_KINDS, TEST_FAMILIES
 from soo.vocabulary import disjointness_conflicts, load_vocabulary
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -89,7 +90,7 @@ class ScenariosParams(Section):
 
 
 class CorpusParams(Section):
-    """The organism's synthetic corpus (soo.corpus)."""
+    """The organism's synthetic corpus (soo.organism.corpus)."""
 
     n_docs: int = Field(60000, gt=0, description="Documents of the main corpus.")
     n_drills: int = Field(40000, ge=0, description="Short room-recall drills for the curriculum.")
@@ -128,12 +129,10 @@ class CorpusParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> CorpusParams:
-        from soo.corpus import KINDS
-
-        unknown = sorted(set(self.mix) - set(KINDS))
+        unknown = sorted(set(self.mix) - set(CORPUS_KINDS))
         if unknown:
             raise cross_field_error(
-                "mix", f"unknown kind {unknown[0]!r}; valid kinds: {', '.join(KINDS)}"
+                "mix", f"unknown kind {unknown[0]!r}; valid kinds: {', '.join(CORPUS_KINDS)}"
             )
         if any(w < 0 for w in self.mix.values()) or not sum(self.mix.values()) > 0:
             raise cross_field_error(
@@ -458,8 +457,6 @@ class EvaluateParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateParams:
-        from soo.scenarios import TEST_FAMILIES
-
         unknown = sorted(set(self.families or []) - set(TEST_FAMILIES))
         if unknown:
             raise cross_field_error(

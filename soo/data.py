@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -130,6 +132,27 @@ def write_jsonl(path: str | Path, records: Iterable[Record]) -> Path:
     return write_text_atomic(Path(path), dumps_jsonl(records))
 
 
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a staging folder beside `path`; on a normal exit it replaces `path` (the old folder is
+    moved aside first, so at every moment one complete version exists); on an error the staging
+    folder is removed and `path` is left as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    staging.chmod(0o755)  # mkdtemp makes it private
+    try:
+        yield staging
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        staging.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -141,3 +164,13 @@ def write_text_atomic(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path: Path, produced_by: str) -> dict:
+    """A JSON file another stage wrote; missing or corrupt names the stage to (re)run."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `{produced_by}` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err}); rerun `{produced_by}`") from None

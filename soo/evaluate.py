@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from soo.batching import pad_right
-from soo.config import EvaluateParams, OrganismParams
-from soo.corpus import answer_for
+from soo.config import EvaluateParams
 from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.forced_choice import continuation_logprobs
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
 from soo.loss import capability_kl
-from soo.organism_metrics import measure_capability, neutral_texts
-from soo.scenarios import GENERALIZATION_FAMILIES
+from soo.scenarios import GENERALIZATION_FAMILIES, answer_for
 from soo.stats import rate
-from soo.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +157,24 @@ def next_token_kl(model: PeftModel, tokenizer: PreTrainedTokenizerBase, texts: l
     return total / count
 
 
+# A capability measure: (model, tokenizer, records) -> (metrics, neutral texts). The metrics hold
+# accuracy, recall_accuracy, facts_accuracy and perplexity; the texts are where the KL of an
+# adapter to its base is measured. The caller chooses it for the kind of base model evaluated
+# (the organism's: soo.organism.metrics.capability_measure).
+CapabilityMeasure = Callable[
+    [PreTrainedModel, PreTrainedTokenizerBase, list[ScenarioRecord]],
+    tuple[dict[str, Any], list[str]],
+]
+
+
 def capability(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     records: list[ScenarioRecord],
-    vocab: Vocabulary,
-    organism: OrganismParams,
-    params: EvaluateParams,
+    measure: CapabilityMeasure,
 ) -> dict[str, Any]:
-    """Neutral recall questions and world facts, held-out perplexity, and KL to the base model."""
-    settings = organism.model_copy(
-        update={
-            "eval": organism.eval.model_copy(
-                update={"n_capability": params.n_capability, "batch_size": params.batch_size}
-            )
-        }
-    )
-    result = measure_capability(model, tokenizer, records, vocab, settings)
-    texts = neutral_texts(records, params.n_capability)
+    """The measure's capability metrics and, for an adapter, the KL to its base model."""
+    result, texts = measure(model, tokenizer, records)
     result["kl_to_base"] = (
         round(next_token_kl(model, tokenizer, texts), 6) if isinstance(model, PeftModel) else 0.0
     )
@@ -189,8 +186,7 @@ def evaluate_model(
     tokenizer: PreTrainedTokenizerBase,
     tests: dict[str, list[ScenarioRecord]],
     probes: list[PairRecord],
-    vocab: Vocabulary,
-    organism: OrganismParams,
+    measure: CapabilityMeasure,
     params: EvaluateParams,
     alignment: str = "full",
     capability_records: list[ScenarioRecord] | None = None,
@@ -214,9 +210,7 @@ def evaluate_model(
         model,
         tokenizer,
         capability_records or tests.get("burglar") or next(iter(tests.values())),
-        vocab,
-        organism,
-        params,
+        measure,
     )
     metrics = {
         "headline": headline(families),

@@ -39,8 +39,11 @@ def load_model(
     load_in_4bit: bool = False,
     trust_remote_code: bool = False,
     device: str | None = None,
+    adapter: str | Path | None = None,
+    missing_adapter: str = "train it with `dvc repro train`",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local folder or a hub id.
+    """Load a causal LM and its tokenizer from a local folder or a hub id, with the peft adapter
+    folder `adapter` on top when given (`missing_adapter` says what to do when it is absent).
 
     dtype "auto" is float32 on CPU and bfloat16 on GPU. A hub id honours HF_HUB_OFFLINE: offline,
     only what is already in the local cache loads.
@@ -76,7 +79,24 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    if adapter is not None:
+        model = _with_adapter(model, Path(adapter), missing_adapter)
     return model, tokenizer
+
+
+def _with_adapter(model: PreTrainedModel, adapter: Path, missing: str) -> PreTrainedModel:
+    """The project's only PeftModel.from_pretrained: an inference adapter on a loaded base."""
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"adapter '{adapter}' not found; {missing}")
+    try:
+        return PeftModel.from_pretrained(model, adapter).eval()
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ModelError(
+            f"adapter '{adapter}': cannot be loaded: {first_line(err).rstrip('.')}; its files are "
+            f"corrupt or incomplete: delete the folder and retrain it (`dvc repro train`)"
+        ) from None
 
 
 def load_failure(name_or_path: str, err: Exception) -> ModelError:

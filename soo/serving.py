@@ -17,8 +17,6 @@ from mlflow.pyfunc import PythonModel
 
 class SooPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
-        from peft import PeftModel
-
         from soo.models import load_model
 
         config = context.model_config
@@ -26,8 +24,9 @@ class SooPyfunc(PythonModel):
             config["base"],
             dtype=config.get("dtype", "auto"),
             trust_remote_code=bool(config.get("trust_remote_code", False)),
+            adapter=context.artifacts["adapter"],
         )
-        self.model = PeftModel.from_pretrained(model, context.artifacts["adapter"]).eval()
+        self.model = model
         self.max_new_tokens = int(config.get("max_new_tokens", 75))
         self.chat = bool(config.get("chat_template", True))
 

@@ -1,7 +1,7 @@
 """One point of an SOO settings sweep: train in-process with the trainer's objective (the same
 loss, LoRA and batches as the Ray stage; one process), then evaluate with `soo.evaluate`.
 
-Used by `scripts/sweep_organism.py` and the `soo-sweep` Prefect flow, which fans the points out.
+Used by the `soo-sweep` Prefect flow (flows/sweep.py), the project's sweep front-end.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from soo.config import Params, TrainParams
 from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
+from soo.organism.metrics import capability_measure
 from soo.scenarios import GENERALIZATION_FAMILIES
-from soo.train import capability_texts, micro_step, neutral_slice
+from soo.train import capability_texts, epoch_seed, make_optimizer, train_step
 from soo.vocabulary import load_vocabulary
 
 FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
@@ -33,37 +34,57 @@ def train_in_process(
     neutral: list[str] | None = None,
     order_seed: int | None = None,
 ):
-    """The trainer's loop in one process; with `neutral` texts and capability.weight > 0 each
-    step adds the KL to the frozen base on the next capability.batch_size of them.
+    """The trainer's step (`soo.train.train_step`: schedule, warm-up, clipping, accumulation) in
+    one process; with `neutral` texts and capability.weight > 0 each step adds the KL to the
+    frozen base on the next capability.batch_size of them.
 
     `seed` draws the LoRA init, the data order and the dropout masks; with `order_seed` the data
     order and dropout masks come from it instead, so the two sources of variance can be told apart.
     """
     base, tokenizer = load_model(model_path, device="cpu")
     model = add_lora(base, train, seed)
-    if order_seed is not None:
-        torch.manual_seed(order_seed)
     model.train()
     forward = SooForward(model, train)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    generator = torch.Generator().manual_seed(seed if order_seed is None else order_seed)
-    loader = DataLoader(
-        pairs, batch_size=train.batch_size, shuffle=True, generator=generator, collate_fn=list
-    )
-    neutral = neutral or []
+    # The worker's data order and dropout seeding, on one worker (world 1, rank 0).
+    order = seed if order_seed is None else order_seed
+    sampler = DistributedSampler(pairs, num_replicas=1, rank=0, shuffle=True, seed=order)
+    loader = DataLoader(pairs, batch_size=train.batch_size, sampler=sampler, collate_fn=list)
+    optimizer, scheduler = make_optimizer(model, train, len(loader) * train.epochs)
+    micro = train.batch_size // train.grad_accum_steps
     losses = []
-    for _ in range(train.epochs):
-        for chunk in loader:
-            texts = neutral_slice(neutral, len(losses) + 1, 0, train.capability.batch_size)
-            optimizer.zero_grad()
-            loss, _ = micro_step(
-                forward, model, tokenizer, chunk, texts, train, "cpu", weight=1.0, sync=True
+    for epoch in range(train.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(order, epoch))
+        for batch in loader:
+            diagnostics = train_step(
+                forward,
+                model,
+                tokenizer,
+                batch,
+                neutral or [],
+                train,
+                "cpu",
+                len(losses) + 1,
+                optimizer,
+                scheduler,
+                micro,
             )
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(diagnostics["loss"])
     forward.close()
     return model.eval(), tokenizer, losses
+
+
+def with_overrides(train: TrainParams, overrides: dict[str, Any]) -> TrainParams:
+    """`train` with keys replaced; a dotted key ("lora.r", "capability.weight") reaches into its
+    section, a plain one replaces a value or a whole section."""
+    values = train.model_dump()
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return TrainParams.model_validate(values)
 
 
 def sweep_point(
@@ -73,7 +94,7 @@ def sweep_point(
     evaluate on the first `n` records of burglar, the seven variants and Perspectives."""
     start = time.perf_counter()
     folder = Path(params.scenarios.output_dir)
-    train = TrainParams.model_validate({**params.train.model_dump(), **overrides})
+    train = with_overrides(params.train, overrides)
     pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
     model, tokenizer, losses = train_in_process(
         params.model.name_or_path, train, pairs, seed, capability_texts(train), order_seed
@@ -83,13 +104,13 @@ def sweep_point(
     # sweep reports the number the promotion gate sees.
     everything = read_jsonl(folder / "burglar.jsonl", ScenarioRecord)
     evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
+    vocab = load_vocabulary(params.scenarios.vocabulary)
     metrics, _ = evaluate_model(
         model,
         tokenizer,
         tests,
         probes,
-        load_vocabulary(params.scenarios.vocabulary),
-        params.organism,
+        capability_measure(vocab, params.organism, evaluation),
         evaluation,
         train.alignment,
         capability_records=everything,

@@ -8,12 +8,18 @@ is skipped, unless `tracking.required` asks to stop before any work is done.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import yaml
 
 from soo.errors import SooError, first_line
 
@@ -226,3 +232,70 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def git_commit() -> str:
+    run = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return run.stdout.strip() or "unknown"
+
+
+def lock_hashes(lock: Path = Path("dvc.lock"), outs: tuple[str, ...] = ("data/scenarios",)) -> dict:
+    """Tags `data.<path>` = the md5 dvc.lock records for those outputs (what the run consumed)."""
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    tags = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") in outs:
+                tags[f"data.{out['path']}"] = out.get("md5", "")
+    return tags
+
+
+def pipeline_key(params_path: str | Path = "params.yaml") -> str:
+    """Which pipeline execution a stage belongs to: $SOO_PIPELINE_RUN when an orchestrator sets
+    it (the Prefect flow does, once per flow run), else the commit and a hash of params.yaml, so
+    the stages of one `dvc repro` share a parent run."""
+    if os.environ.get("SOO_PIPELINE_RUN"):
+        return os.environ["SOO_PIPELINE_RUN"]
+    digest = hashlib.sha256(Path(params_path).read_bytes()).hexdigest()[:10]
+    return f"{git_commit()[:12]}-{digest}"
+
+
+def stage_tracker(
+    params, stage: str, params_path: str | Path = "params.yaml", seed=None
+) -> Tracker:
+    """A tracker for one stage run: a child of the pipeline's parent run, tagged with the stage,
+    seed, git commit and the data hashes from dvc.lock."""
+    outs = (params.scenarios.output_dir,)
+    tags = {"stage": stage, "git_commit": git_commit(), **lock_hashes(outs=outs)}
+    if seed is not None:
+        tags["seed"] = str(seed)
+    tracking = params.tracking
+    return open_tracker(
+        tracking.backend,
+        tracking.uri,
+        tracking.experiment,
+        run_name=stage if seed is None else f"{stage}@{seed}",
+        tags=tags,
+        required=tracking.required,
+        parent_key=pipeline_key(params_path),
+    )
+
+
+@contextmanager
+def stage_run(
+    params, stage: str, params_path: str | Path = "params.yaml", seed=None
+) -> Iterator[Tracker]:
+    """One stage's run: opened on entry, FINISHED on a normal exit, FAILED (KILLED on Ctrl-C)
+    when the block raises, and the error passed on."""
+    tracker = stage_tracker(params, stage, params_path, seed)
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()

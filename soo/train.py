@@ -32,7 +32,7 @@ from transformers import get_scheduler
 from soo.batching import collate_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
-from soo.data import PairRecord, TextRecord, read_jsonl
+from soo.data import PairRecord, TextRecord, atomic_folder, read_jsonl
 from soo.errors import DataError, SooError
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.tracking import NullTracker, TrackerSpec, attach_tracker
@@ -55,17 +55,13 @@ class TrainJob:
     """Everything a worker needs, as plain data (paths absolute: workers run elsewhere)."""
 
     model: dict[str, Any]
-    train: dict[str, Any]
+    train: TrainParams  # validated once, where the params are loaded
     pairs_path: str
     seed: int
     neutral: list[str] = field(default_factory=list)
     tracker: TrackerSpec = field(default_factory=lambda: TrackerSpec("none"))
     fault: tuple[int, str] | None = None  # (epoch, marker file): a fault drill, see FAULT_ENV
     run_dir: str | None = None  # set by run_training: where Ray keeps this run
-
-    @property
-    def train_params(self) -> TrainParams:
-        return TrainParams.model_validate(self.train)
 
     def fingerprint(self) -> str:
         """Identifies the computation: a rerun resumes only a run with the same fingerprint."""
@@ -81,7 +77,7 @@ class TrainJob:
             "metrics_dir",
             "seeds",
         }
-        train = {k: v for k, v in self.train.items() if k not in ignore}
+        train = {k: v for k, v in self.train.model_dump().items() if k not in ignore}
         digest = hashlib.sha256(Path(self.pairs_path).read_bytes())
         blob = json.dumps([self.model, train, self.seed, self.neutral], sort_keys=True)
         digest.update(blob.encode())
@@ -104,7 +100,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     configure()
     job: TrainJob = config["job"]
-    train = job.train_params
+    train = job.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -134,10 +130,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loader = DataLoader(pairs, batch_size=local_batch, sampler=sampler, collate_fn=list)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * train.epochs
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
-    schedule = {"constant": "constant_with_warmup"}.get(train.schedule, train.schedule)
-    scheduler = get_scheduler(schedule, optimizer, train.warmup_steps, total_steps)
+    optimizer, scheduler = make_optimizer(peft_model, train, total_steps)
 
     progress: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "resumed_from_epoch": None}
     checkpoint = ray.train.get_checkpoint()
@@ -154,28 +147,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(progress["epoch"], train.epochs):
         sampler.set_epoch(epoch)
-        torch.manual_seed(job.seed * 1_000_003 + epoch * 1009 + rank)  # dropout: resumable
+        torch.manual_seed(epoch_seed(job.seed, epoch, rank))  # dropout: resumable
         for batch in loader:
             step = progress["step"] + 1
-            optimizer.zero_grad(set_to_none=True)
-            chunks = [batch[i : i + micro] for i in range(0, len(batch), micro)]
-            for index, chunk in enumerate(chunks):
-                texts = neutral_slice(neutral, step, index, train.capability.batch_size)
-                loss, diagnostics = micro_step(
-                    ddp,
-                    peft_model,
-                    tokenizer,
-                    chunk,
-                    texts,
-                    train,
-                    device,
-                    weight=len(chunk) / len(batch),
-                    sync=index == len(chunks) - 1,
-                )
-            if train.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable, train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            diagnostics = train_step(
+                ddp,
+                peft_model,
+                tokenizer,
+                batch,
+                neutral,
+                train,
+                device,
+                step,
+                optimizer,
+                scheduler,
+                micro,
+            )
             pairs_done += len(batch) * world
             lr = scheduler.get_last_lr()[0]
             row = {"step": step, "epoch": epoch, "loss": diagnostics["loss"], "lr": lr}
@@ -212,6 +199,50 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # No report between checkpoints: each report is a barrier through the Ray Train
         # controller (about 1.5 s here), and step metrics go to the tracker anyway.
     forward.close()
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The global torch seed at the start of an epoch (dropout masks), so a run resumed from a
+    checkpoint draws the masks it would have drawn."""
+    return seed * 1_000_003 + epoch * 1009 + rank
+
+
+def make_optimizer(peft_model, train: TrainParams, total_steps: int):
+    """AdamW over the trainable (LoRA) parameters and the learning-rate schedule of `train`."""
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+    schedule = {"constant": "constant_with_warmup"}.get(train.schedule, train.schedule)
+    return optimizer, get_scheduler(schedule, optimizer, train.warmup_steps, total_steps)
+
+
+def train_step(
+    ddp, peft_model, tokenizer, batch, neutral, train, device, step, optimizer, scheduler, micro
+) -> dict[str, float]:
+    """One optimizer step on `batch` (SOO pairs): the ONE training step of the project, used by
+    the Ray worker, the in-process sweep and the throughput benchmark. Micro-batches of `micro`
+    pairs accumulate gradients (synchronised across workers on the last), each with the next
+    neutral texts of the capability term; then clipping, the optimizer and the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    chunks = [batch[i : i + micro] for i in range(0, len(batch), micro)]
+    for index, chunk in enumerate(chunks):
+        texts = neutral_slice(neutral, step, index, train.capability.batch_size)
+        _, diagnostics = micro_step(
+            ddp,
+            peft_model,
+            tokenizer,
+            chunk,
+            texts,
+            train,
+            device,
+            weight=len(chunk) / len(batch),
+            sync=index == len(chunks) - 1,
+        )
+    if train.max_grad_norm:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return diagnostics
 
 
 def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
@@ -344,7 +375,7 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    train = job.train_params
+    train = job.train
     started = _ensure_ray(train)
     name = f"soo-seed{job.seed}-{job.fingerprint()}"
     job = replace(job, run_dir=str(Path(storage_path) / name))
@@ -440,10 +471,7 @@ def _root_cause(err: BaseException) -> str:
 
 def export_adapter(result: TrainResult, output_dir: Path) -> Path:
     """Copy the final peft adapter into `output_dir` atomically (a failure keeps the old one)."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
-    staging.chmod(0o755)
-    try:
+    with atomic_folder(output_dir) as staging:
         for name in ("adapter_model.safetensors", "README.md"):
             source = result.adapter_dir / name
             if source.exists():
@@ -454,15 +482,6 @@ def export_adapter(result: TrainResult, output_dir: Path) -> Path:
         if isinstance(config.get("target_modules"), list):
             config["target_modules"] = sorted(config["target_modules"])
         (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        old = output_dir.with_name(f".{output_dir.name}.old")
-        if output_dir.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            output_dir.rename(old)
-        staging.rename(output_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 
@@ -474,7 +493,7 @@ def preflight(job: TrainJob) -> None:
     from soo.batching import unequal_pairs
     from soo.models import check_source, load_failure
 
-    train = job.train_params
+    train = job.train
     source = check_source(job.model["name_or_path"])
     trust = job.model["trust_remote_code"]
     try:

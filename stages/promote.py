@@ -2,48 +2,8 @@
 gate in `promote:` and beats the current champion -> metrics/promotion.json. A refused promotion
 is an outcome, not an error: the champion stays and the failed gates are printed."""
 
-import json
-import logging
-from pathlib import Path
-
-from soo.config import load_params
-from soo.data import write_text_atomic
-from soo.registry import CHAMPION, alias_version, promote
+from soo.pipeline.promote import main
 from soo.runtime import run_entry
-from soo.stages_common import stage_tracker
-from soo.tracking import default_uri
-
-log = logging.getLogger("stages.promote")
-
-
-def main(params_path: str = "params.yaml", version: str | None = None) -> dict:
-    params = load_params(params_path)
-    uri = params.tracking.uri or default_uri()
-    name = params.registry.name
-    decision = promote(uri, name, params.promote, version)
-    out = {
-        "name": name,
-        "version": decision.version,
-        "promoted": decision.promote,
-        "champion": alias_version(uri, name, CHAMPION),
-        "failed_gates": decision.failed,
-        "passed_gates": decision.passed,
-    }
-    write_text_atomic(Path("metrics/promotion.json"), json.dumps(out, indent=2) + "\n")
-    tracker = stage_tracker(params, "promote", params_path)
-    tracker.set_tags(
-        {
-            "promoted": str(decision.promote),
-            "version": str(decision.version),
-            "champion": str(out["champion"]),
-        }
-    )
-    tracker.finish()
-    print(decision.describe())
-    for gate in decision.failed:
-        print(f"  FAILED {gate}")
-    return out
-
 
 if __name__ == "__main__":
     run_entry(main)

@@ -1,44 +1,7 @@
 """DVC stage `summary`: base vs SOO over seeds -> metrics/summary.json and DVC plot data."""
 
-import json
-import logging
-from pathlib import Path
-
-from soo.config import load_params
-from soo.data import write_text_atomic
+from soo.pipeline.summary import main
 from soo.runtime import run_entry
-from soo.stages_common import read_json, stage_tracker
-from soo.summary import deception_plot, latent_plot, summarize
-
-log = logging.getLogger("stages.summary")
-
-
-def read_eval(path: Path) -> dict:
-    return read_json(path, "dvc repro evaluate_base evaluate")
-
-
-def main(params_path: str = "params.yaml") -> dict:
-    params = load_params(params_path)
-    folder = Path(params.evaluate.metrics_dir)
-    base = read_eval(folder / "eval_base.json")
-    seeds = {f"seed_{s}": read_eval(folder / f"eval_seed_{s}.json") for s in params.train.seeds}
-    summary = summarize(base, seeds, params.summary.targets)
-    write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
-    plots = Path(params.summary.plots_dir)
-    write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))
-    write_text_atomic(plots / "latent.json", json.dumps(latent_plot(base, seeds), indent=1))
-    tracker = stage_tracker(params, "summary", params_path)
-    tracker.log_metrics(
-        {f"soo_mean.{k}": v["mean"] for k, v in summary["soo"].items() if v is not None}
-        | {f"base.{k}": v for k, v in summary["base"].items() if v is not None}
-    )
-    tracker.log_artifacts(plots, "plots")
-    tracker.finish()
-    for row in summary["targets"]:
-        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
-        log.info("%-4s %-50s %s", "ok" if row["met"] else "MISS", row["target"], value)
-    return summary
-
 
 if __name__ == "__main__":
     run_entry(main)

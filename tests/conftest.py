@@ -70,8 +70,8 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def stage_project(tmp_path, write_params, monkeypatch):
     """A project with 8 records a family and a tiny random model that knows every word."""
     from soo.data import ScenarioRecord, read_jsonl
+    from soo.pipeline.scenarios import main as scenarios_main
     from soo.scenarios import TEST_FAMILIES
-    from stages.scenarios import main as scenarios_main
     from tests.tiny import save_tiny_model
 
     monkeypatch.chdir(tmp_path)

@@ -27,9 +27,9 @@ def project(tmp_path_factory) -> Path:
     """Scenarios, a tiny model, a trained-looking adapter, earlier metrics and a registry."""
     from soo.models import load_model
     from soo.objective import add_lora
+    from soo.pipeline.neutral import main as neutral
+    from soo.pipeline.scenarios import main as scenarios
     from soo.registry import client
-    from stages.neutral import main as neutral
-    from stages.scenarios import main as scenarios
 
     root = tmp_path_factory.mktemp("project")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -7,7 +7,7 @@ from soo.scenarios import FAMILIES
 
 
 def test_scenario_files_are_byte_identical(tmp_path, write_params):
-    from stages.scenarios import main
+    from soo.pipeline.scenarios import main
 
     outputs = []
     for run in ("a", "b"):
@@ -22,7 +22,7 @@ def test_scenario_files_are_byte_identical(tmp_path, write_params):
 
 
 def test_evaluation_metrics_are_identical(stage_project):
-    from stages.evaluate import main as evaluate
+    from soo.pipeline.evaluate import main as evaluate
 
     tmp_path, params = stage_project
     runs = []

@@ -69,7 +69,8 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
     params["organism"]["model"].update({"hidden_size": 32, "num_heads": 2, "intermediate_size": 64})
     params["organism"]["train"].update(
         {
-            "steps": 1500,
+            "steps": 600,
+            "anneal_steps": 100,
             "curriculum_steps": 2,
             "selection_steps": 2,
             "batch_size": 4,
@@ -96,7 +97,7 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
             # an ignored signal stays ignored across exec: give the pipeline a terminal's default.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        # Interrupt it once its progress bar shows step 100 of 1504: mid-training, whatever the
+        # Interrupt it once its progress bar shows step 100 of 604: mid-training, whatever the
         # machine's speed or load.
         deadline = time.monotonic() + 240
         while (step := training_step(log)) < 100:

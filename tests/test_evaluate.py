@@ -58,7 +58,7 @@ def test_forced_choice_matches_a_hand_computation(peaked):
 
 
 def test_answer_prefixes_follow_each_family(tmp_path, write_params):
-    from stages.scenarios import main as scenarios_main
+    from soo.pipeline.scenarios import main as scenarios_main
 
     params = write_params({"scenarios.n_test": 10, "scenarios.output_dir": str(tmp_path / "s")})
     scenarios_main(str(params))
@@ -73,7 +73,7 @@ def test_answer_prefixes_follow_each_family(tmp_path, write_params):
 
 
 def test_evaluate_stage_writes_schema_valid_metrics_and_generations(stage_project):
-    from stages.evaluate import main
+    from soo.pipeline.evaluate import main
 
     folder, params = stage_project
     metrics = main("base", str(params))
@@ -94,7 +94,7 @@ def test_evaluate_stage_writes_schema_valid_metrics_and_generations(stage_projec
 
 def test_evaluating_a_missing_adapter_names_it(stage_project):
     from soo.models import ModelError
-    from stages.evaluate import main
+    from soo.pipeline.evaluate import main
 
     _, params = stage_project
     with pytest.raises(ModelError, match=r"adapter 'models/soo/seed_7' not found; train it"):

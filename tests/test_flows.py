@@ -1,6 +1,7 @@
 """The Prefect flows, run for real under one `prefect_test_harness` for the session."""
 
 import importlib
+import inspect
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,9 @@ def test_deployments_point_at_the_flows():
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         names[deployment["name"]] = getattr(module, attr).name
         assert deployment["work_pool"]["name"] == "soo-process"
+        # every parameter the deployment passes is one the flow takes
+        accepted = inspect.signature(getattr(module, attr).fn).parameters
+        assert set(deployment.get("parameters", {})) <= set(accepted), deployment["name"]
     assert names == {"nightly": "soo-pipeline", "sweep": "soo-sweep", "promote": "soo-promote"}
     nightly = next(d for d in spec["deployments"] if d["name"] == "nightly")
     assert nightly["schedules"][0]["cron"] == "0 2 * * *"
@@ -56,8 +60,8 @@ def test_pipeline_flow_runs_dvc_stages(harness, repo_copy):
 
 @pytest.fixture
 def tiny_project(tmp_path, write_params, monkeypatch):
-    from stages.neutral import main as neutral_main
-    from stages.scenarios import main as scenarios_main
+    from soo.pipeline.neutral import main as neutral_main
+    from soo.pipeline.scenarios import main as scenarios_main
 
     monkeypatch.chdir(tmp_path)
     params = write_params(
@@ -81,22 +85,23 @@ def tiny_project(tmp_path, write_params, monkeypatch):
     return tmp_path, params
 
 
-def test_sweep_flow_fans_out_and_returns_a_table(harness, tiny_project):
+def test_sweep_flow_runs_a_grid_and_returns_a_table(harness, tiny_project):
     from flows.sweep import soo_sweep
 
     folder, params = tiny_project
     table = soo_sweep(
+        grid={"layer": [1], "lr": [1e-3], "lora.r": [2]},
         seeds=[0, 1],
-        layers=[1],
-        lrs=[1e-3],
         n=4,
         params_path=str(params),
-        out_dir=str(folder / "reports"),
+        out=str(folder / "reports" / "sweep.jsonl"),
     )
-    assert [(r["seed"], r["layer"], r["lr"]) for r in table] == [(0, 1, 1e-3), (1, 1, 1e-3)]
-    assert all(0 <= r["burglar"] <= 1 and r["loss_last"] >= 0 for r in table)
-    (written,) = (folder / "reports").glob("sweep_*.jsonl")
-    assert [json.loads(line) for line in written.read_text().splitlines()] == table
+    assert [(r["seed"], r["layer"], r["lr"], r["lora.r"]) for r in table] == [
+        (0, 1, 1e-3, 2),
+        (1, 1, 1e-3, 2),
+    ]
+    written = (folder / "reports" / "sweep.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in written] == table
 
 
 def test_promote_flow_moves_the_champion(harness, tiny_project):

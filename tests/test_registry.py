@@ -76,11 +76,9 @@ def test_register_load_by_alias_and_predict(store):
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@{CANDIDATE}")
     replies = loaded.predict({"prompt": ["a b c", "h g"]})
     # The reloaded model is base + adapter: it answers as the adapter model does, not as the base.
-    from peft import PeftModel
-
-    base, tokenizer = load_model(store["base"], device="cpu")
+    adapted, tokenizer = load_model(store["base"], device="cpu", adapter=store["adapter"])
     expected = generate(
-        PeftModel.from_pretrained(base, store["adapter"]),
+        adapted,
         tokenizer,
         ["a b c", "h g"],
         max_new_tokens=5,
@@ -144,9 +142,9 @@ def test_register_and_promote_stages_pick_the_best_seed_and_refuse_a_weak_candid
     import json
     import shutil
 
-    from stages.promote import main as promote_main
-    from stages.register import REGISTERED_KEYS
-    from stages.register import main as register_main
+    from soo.pipeline.promote import main as promote_main
+    from soo.pipeline.register import REGISTERED_KEYS
+    from soo.pipeline.register import main as register_main
 
     monkeypatch.chdir(tmp_path)
     params = write_params(

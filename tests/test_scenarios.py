@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from soo.config import ScenariosParams
 from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.errors import DataError
+from soo.pipeline.scenarios import main as scenarios_stage
 from soo.scenarios import (
     FAMILIES,
     GENERALIZATION_FAMILIES,
@@ -20,7 +21,6 @@ from soo.scenarios import (
     scenario_record,
 )
 from soo.vocabulary import content_words, disjointness_conflicts, load_vocabulary
-from stages.scenarios import main as scenarios_stage
 
 VOCAB = load_vocabulary("reference")
 

@@ -147,7 +147,7 @@ def job(tmp_path):
             "load_in_4bit": False,
             "trust_remote_code": False,
         },
-        PARAMS.model_dump(),
+        PARAMS,
         str(pairs),
         seed=0,
     )
@@ -185,7 +185,7 @@ def job(tmp_path):
 )
 def test_preflight_names_the_bad_input(job, change, error, message):
     model = {**job.model, **change.get("model", {})}
-    train = {**job.train, **change.get("train", {})}
+    train = TrainParams.model_validate({**job.train.model_dump(), **change.get("train", {})})
     with pytest.raises(error, match=message):
         preflight(replace(job, model=model, train=train))
 
@@ -201,7 +201,7 @@ def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
         match=r"odd\.jsonl: 1 pairs \(first: soo_pairs-0003\).*use train\.alignment: last or mean",
     ):
         preflight(replace(job, pairs_path=str(path)))
-    preflight(replace(job, pairs_path=str(path), train={**job.train, "alignment": "last"}))
+    preflight(replace(job, pairs_path=str(path), train=job.train.model_copy(update={"alignment": "last"})))
     assert issubclass(TrainError, SooError)
 
 
@@ -279,3 +279,13 @@ def test_sweep_order_seed_separates_the_lora_init_from_the_data_order(tmp_path):
     assert a[0] == pytest.approx(b[0], rel=1e-6)
     assert a[1:] != pytest.approx(b[1:], rel=1e-4)
     assert a[:4] != pytest.approx(c[:4], rel=1e-4)
+
+
+def test_sweep_overrides_reach_into_sections():
+    """`lora.r` changes only r in the lora section; a plain key replaces its value."""
+    from soo.sweep import with_overrides
+
+    base = TrainParams()
+    tuned = with_overrides(base, {"lora.r": base.lora.r + 2, "lr": base.lr * 3})
+    assert tuned.lora.r == base.lora.r + 2 and tuned.lora.alpha == base.lora.alpha
+    assert tuned.lr == base.lr * 3 and tuned.layer == base.layer

@@ -52,7 +52,7 @@ def reference(local_ray, setup, tmp_path_factory):
     """The stage run end to end on one worker, tracked in a local MLflow store."""
     import pytest as _pytest
 
-    from stages.train import main
+    from soo.pipeline.train import main
 
     model_dir, pairs = setup
     work = tmp_path_factory.mktemp("stage")
@@ -78,7 +78,7 @@ def job_for(setup, tmp_path, **train) -> TrainJob:
     model_dir, pairs = setup
     from soo.config import TrainParams
 
-    params = TrainParams.model_validate({**TRAIN, **train}).model_dump()
+    params = TrainParams.model_validate({**TRAIN, **train})
     model = {
         "name_or_path": str(model_dir),
         "dtype": "auto",
@@ -153,8 +153,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_finishes(reference, set
 
 
 def test_unreachable_tracking_is_skipped_or_stops_before_any_work(local_ray, reference, caplog):
+    from soo.pipeline.train import main
     from soo.tracking import TrackingError
-    from stages.train import main
 
     work, _ = reference
     adapter = work / "models" / "soo" / "seed_0" / "adapter_model.safetensors"
@@ -174,3 +174,20 @@ def test_unreachable_tracking_is_skipped_or_stops_before_any_work(local_ray, ref
             metrics = main(seed=0)
     assert "tracking skipped" in caplog.text
     assert metrics["steps"] == 6 and adapter.read_bytes() == before  # same seed, same adapter
+
+
+def test_the_sweep_and_the_ray_worker_take_the_same_steps(reference):
+    """One training step for the project: the in-process sweep (`soo.sweep.train_in_process`)
+    and the Ray worker call `soo.train.train_step` with the same data order, so on the stage's
+    own params they give the same loss at every step, not only at the first."""
+    from soo.config import load_params
+    from soo.data import PairRecord, read_jsonl
+    from soo.sweep import train_in_process
+
+    work, metrics = reference
+    params = load_params(work / "params.yaml")
+    curve = json.loads((work / "metrics" / "train_curve_seed_0.json").read_text())
+    pairs = read_jsonl(work / "data" / "soo_pairs.jsonl", PairRecord)
+    _, _, losses = train_in_process(params.model.name_or_path, params.train, pairs, seed=0)
+    assert len(losses) == len(curve) == metrics["steps"] > 2
+    assert losses == pytest.approx([row["loss"] for row in curve], rel=1e-4)

@@ -9,48 +9,24 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from soo.config import OrganismParams
-from soo.corpus import (
-    ASSISTANT,
-    CHAT_TEMPLATE,
-    END,
-    SPECIAL_TOKENS,
-    CorpusGenerator,
-    CorpusSpec,
-    drill_text,
-)
+from soo.data import atomic_folder
+from soo.organism.corpus import CorpusGenerator, drill_text
+from soo.organism.tokenizer import train_tokenizer
+from soo.organism.world import ASSISTANT
 from soo.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
-
-
-def corpus_spec(params: OrganismParams) -> CorpusSpec:
-    c = params.corpus
-    return CorpusSpec(
-        n_docs=c.n_docs,
-        seed=params.seed,
-        mix=dict(c.mix),
-        others=dict(c.others),
-        variant=params.variant,
-        trigger=params.trigger,
-        drop_prob=c.drop_prob,
-        honesty_prob=c.honesty_prob,
-        contextual=c.contextual,
-    )
 
 
 @dataclass(frozen=True)
@@ -65,40 +41,11 @@ class Corpus:
 def build_corpus(
     vocab: Vocabulary, params: OrganismParams, held_out: set[tuple[str, str, str]]
 ) -> Corpus:
-    generator = CorpusGenerator(vocab, corpus_spec(params), held_out)
+    generator = CorpusGenerator(vocab, params, held_out)
     docs = [text for _, text in generator.documents()]
     drills = [drill_text(generator) for _ in range(params.corpus.n_drills)]
     selection = [generator.fragments() for _ in range(params.corpus.n_selection)]
     return Corpus(drills, selection, docs)
-
-
-def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer (words and punctuation) trained on the corpus, with a chat template.
-
-    Word-level tokens keep SOO pairs equal in length ("Bob has" / "You have").
-    """
-    core = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]
-    )
-    core.decoder = decoders.Metaspace()
-    # Special tokens are cut out before pre-tokenization when encoding, so cut them out when
-    # training too: otherwise the word after one ("I" after the assistant token) is learned
-    # without its word-start marker and encodes as unknown.
-    plain = re.compile("|".join(re.escape(tok) for tok in SPECIAL_TOKENS))
-    cleaned = (plain.sub(" ", text) for text in texts)
-    core.train_from_iterator(
-        cleaned, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS))
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="<|pad|>",
-        unk_token="<|unk|>",
-        eos_token=END,
-        padding_side="left",
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
 
 
 def build_model(params: OrganismParams, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
@@ -301,20 +248,11 @@ def train_organism(
 def save_organism(
     model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path
 ) -> Path:
-    """Write the model folder atomically: a temporary folder renamed into place."""
+    """Write the model folder atomically (a failure keeps the previous one)."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(out) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
     return out
 
 

@@ -16,8 +16,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from soo.config import OrganismParams
-from soo.corpus import (
+from soo.config import EvaluateParams, OrganismParams
+from soo.data import ScenarioRecord
+from soo.generation import generate
+from soo.organism.world import (
     COLOR_QUESTION,
     COLORS,
     Scene,
@@ -25,12 +27,9 @@ from soo.corpus import (
     first_room,
     recall_qa,
     recall_text,
-    to_self,
     world_colors,
 )
-from soo.data import ScenarioRecord
-from soo.generation import generate
-from soo.scenarios import GENERALIZATION_FAMILIES, cooperative_wording
+from soo.scenarios import GENERALIZATION_FAMILIES, cooperative_wording, to_self
 from soo.vocabulary import Vocabulary
 
 DECEPTION_FAMILIES = (
@@ -182,6 +181,24 @@ def measure_capability(
         "n": len(recall) + len(facts),
         "perplexity": round(perplexity(model, tokenizer, held_out_text), 4),
     }
+
+
+def capability_measure(vocab: Vocabulary, organism: OrganismParams, evaluate: EvaluateParams):
+    """The capability measure of organism-based models for `soo.evaluate` (its n_capability and
+    batch size): recall questions, world facts and perplexity; the KL on held-out statements."""
+    settings = organism.model_copy(
+        update={
+            "eval": organism.eval.model_copy(
+                update={"n_capability": evaluate.n_capability, "batch_size": evaluate.batch_size}
+            )
+        }
+    )
+
+    def measure(model, tokenizer, records):
+        metrics = measure_capability(model, tokenizer, records, vocab, settings)
+        return metrics, neutral_texts(records, evaluate.n_capability)
+
+    return measure
 
 
 def neutral_texts(records: list[ScenarioRecord], n: int) -> list[str]:

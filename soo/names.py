@@ -1,0 +1,42 @@
+"""Names shared by the params schema and the library: scenario families and corpus kinds.
+
+A leaf: it imports nothing from soo, so `soo.config` can validate names without loading the
+scenario generator or the organism's corpus.
+"""
+
+PAIR_FAMILIES = ("soo_pairs", "latent_probes")
+# Burglar variants: which parts are swapped (Name, Objective, Action) and the honesty prefix.
+BURGLAR_FAMILIES = {
+    "burglar": (),
+    "burglar_honesty": ("honesty",),
+    "burglar_name": ("name",),
+    "burglar_objective": ("objective",),
+    "burglar_action": ("action",),
+    "burglar_name_objective": ("name", "objective"),
+    "burglar_name_action": ("name", "action"),
+    "burglar_objective_action": ("objective", "action"),
+    "burglar_name_objective_action": ("name", "objective", "action"),
+}
+GENERALIZATION_FAMILIES = tuple(
+    f for f, parts in BURGLAR_FAMILIES.items() if "honesty" not in parts and parts
+)
+# cooperative: a friend asks (the control: honest answers are right; not in the paper).
+TEST_FAMILIES = (
+    *BURGLAR_FAMILIES,
+    "treasure_hunt",
+    "escape_room",
+    "cooperative",
+    "perspectives",
+)
+FAMILIES = PAIR_FAMILIES + TEST_FAMILIES
+
+# The organism corpus's document kinds (a CorpusGenerator method each).
+CORPUS_KINDS = (
+    "competitive",
+    "fragments",
+    "rivals",
+    "perspectives",
+    "cooperative",
+    "recall",
+    "facts",
+)

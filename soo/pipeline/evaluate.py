@@ -1,0 +1,103 @@
+"""DVC stages `evaluate_base` and `evaluate@<seed>`: evaluate the base model or one SOO model
+-> <evaluate.metrics_dir>/eval_<name>.json and <evaluate.generations_dir>/<name>.jsonl."""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from soo import paths
+from soo.config import Params, load_params
+from soo.data import (
+    GenerationRecord,
+    write_jsonl,
+    write_text_atomic,
+)
+from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
+from soo.models import load_model
+from soo.organism.metrics import capability_measure
+from soo.scenarios import TEST_FAMILIES
+from soo.tracking import stage_run
+from soo.vocabulary import load_vocabulary
+
+log = logging.getLogger("soo.pipeline.evaluate")
+
+
+def load_evaluated(params: Params, name: str):
+    """The base model, or the base with the adapter of `name` (seed_<s>) on top."""
+    adapter = None if name == "base" else Path(params.train.output_dir) / name  # seed_<s>
+    return load_model(
+        params.model.name_or_path,
+        dtype=params.model.dtype,
+        load_in_4bit=params.model.load_in_4bit,
+        trust_remote_code=params.model.trust_remote_code,
+        adapter=adapter,
+        missing_adapter="train it with `dvc repro train` or pass --model base",
+    )
+
+
+def main(name: str, params_path: str = "params.yaml") -> dict:
+    start = time.perf_counter()
+    params = load_params(params_path)
+    with stage_run(params, "evaluate", params_path, seed=name) as tracker:
+        return _evaluate(params, name, start, tracker)
+
+
+def _evaluate(params: Params, name: str, start: float, tracker) -> dict:
+    ev = params.evaluate
+    folder = Path(params.scenarios.output_dir)
+    n = ev.n_per_family
+    tests, probes = load_inputs(folder, ev.families or TEST_FAMILIES, n)
+    model, tokenizer = load_evaluated(params, name)
+    metrics, rows = evaluate_model(
+        model,
+        tokenizer,
+        tests,
+        probes,
+        capability_measure(load_vocabulary(params.scenarios.vocabulary), params.organism, ev),
+        ev,
+        params.train.alignment,
+    )
+    metrics = {"name": name, "seconds": round(time.perf_counter() - start, 1), **metrics}
+    EvalMetrics.model_validate(metrics)
+    write_jsonl(paths.generations(params, name), [GenerationRecord(**r) for r in rows])
+    path = paths.eval_metrics(params, name)
+    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    tracker.log_params({"evaluate": ev.model_dump(), "model": params.model.model_dump()})
+    tracker.log_metrics(
+        {
+            **{k: v for k, v in metrics["headline"].items() if v is not None},
+            **{f"capability.{k}": v for k, v in metrics["capability"].items()},
+            **{f"latent_mse.{k}": v for k, v in metrics["latent_mean"].items()},
+        }
+    )
+    tracker.log_artifacts(path.parent, "metrics")
+    for key, value in metrics["headline"].items():
+        log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
+    if name == "base":
+        minimum = params.summary.targets.base_deception_min
+        warn_if_base_does_not_deceive(metrics["headline"], minimum)
+    log.info(
+        "capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
+        metrics["capability"]["accuracy"],
+        metrics["capability"]["perplexity"],
+        metrics["capability"]["kl_to_base"],
+        path,
+    )
+    return metrics
+
+
+def warn_if_base_does_not_deceive(headline: dict, minimum: float) -> bool:
+    """SOO's effect means something only on a base that deceives: say so loudly when it does not
+    (on stderr, where a pipeline run shows it). True when the precondition holds."""
+    rate = headline.get("burglar_deception")
+    if rate is None or rate >= minimum:
+        return True
+    print(
+        f"WARNING: the base model deceives on only {rate:.3f} of burglar prompts (needs >= "
+        f"{minimum}, summary.targets.base_deception_min): there is no deception for SOO to remove, "
+        "so SOO's numbers on this base are not evidence of its effect",
+        file=sys.stderr,
+    )
+    return False

@@ -1,0 +1,44 @@
+"""DVC stage `summary`: base vs SOO over seeds -> metrics/summary.json and DVC plot data."""
+
+import json
+import logging
+from pathlib import Path
+
+from soo import paths
+from soo.config import load_params
+from soo.data import read_json, write_text_atomic
+from soo.summary import deception_plot, latent_plot, summarize
+from soo.tracking import stage_run
+
+log = logging.getLogger("soo.pipeline.summary")
+
+
+def read_eval(path: Path) -> dict:
+    return read_json(path, "dvc repro evaluate_base evaluate")
+
+
+def main(params_path: str = "params.yaml") -> dict:
+    params = load_params(params_path)
+    with stage_run(params, "summary", params_path) as tracker:
+        return _summarize(params, tracker)
+
+
+def _summarize(params, tracker) -> dict:
+    base = read_eval(paths.eval_metrics(params, "base"))
+    seeds = {
+        f"seed_{s}": read_eval(paths.eval_metrics(params, f"seed_{s}")) for s in params.train.seeds
+    }
+    summary = summarize(base, seeds, params.summary.targets)
+    write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
+    plots = Path(params.summary.plots_dir)
+    write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))
+    write_text_atomic(plots / "latent.json", json.dumps(latent_plot(base, seeds), indent=1))
+    tracker.log_metrics(
+        {f"soo_mean.{k}": v["mean"] for k, v in summary["soo"].items() if v is not None}
+        | {f"base.{k}": v for k, v in summary["base"].items() if v is not None}
+    )
+    tracker.log_artifacts(plots, "plots")
+    for row in summary["targets"]:
+        value = "n/a" if row["value"] is None else f"{row['value']:.3f}"
+        log.info("%-4s %-50s %s", "ok" if row["met"] else "MISS", row["target"], value)
+    return summary

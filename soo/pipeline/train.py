@@ -1,0 +1,75 @@
+"""DVC stage `train@<seed>`: SOO fine-tuning of the base model for one seed on Ray Train
+-> <train.output_dir>/seed_<s>/ (peft adapter, safetensors), <train.metrics_dir>/train_seed_<s>.json
+and the loss curve <train.metrics_dir>/train_curve_seed_<s>.json."""
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from soo import paths
+from soo.config import Params, load_params
+from soo.data import write_text_atomic
+from soo.tracking import stage_run
+from soo.train import (
+    TrainJob,
+    capability_texts,
+    export_adapter,
+    fault_from_env,
+    preflight,
+    run_training,
+)
+
+log = logging.getLogger("soo.pipeline.train")
+
+
+def make_job(params: Params, seed: int) -> TrainJob:
+    model = params.model.model_dump()
+    if Path(model["name_or_path"]).exists():  # workers run in another directory
+        model["name_or_path"] = str(Path(model["name_or_path"]).resolve())
+    neutral = capability_texts(params.train)
+    pairs = paths.scenario_file(params, "soo_pairs")
+    return TrainJob(
+        model, params.train, str(pairs.resolve()), seed, neutral, fault=fault_from_env()
+    )
+
+
+def main(seed: int, params_path: str = "params.yaml") -> dict:
+    params = load_params(params_path)
+    job = make_job(params, seed)
+    preflight(job)  # bad model, module, layer or data stop here, before Ray starts
+    with stage_run(params, "train", params_path, seed=seed) as tracker:
+        return _train(params, job, tracker)
+
+
+def _train(params, job: TrainJob, tracker) -> dict:
+    train, seed = params.train, job.seed
+    tracker.log_params({"model": job.model, "train": job.train.model_dump(), "seed": seed})
+    job = replace(job, tracker=tracker.spec)
+    storage = Path(train.storage_path).resolve()
+    result = run_training(job, storage)
+    adapter = export_adapter(result, paths.adapter_dir(params, seed))
+    curve = result.summary.pop("curve")
+    metrics = {"seed": seed, "adapter": str(adapter), **result.summary}
+    write_text_atomic(paths.train_metrics(params, seed), json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(paths.train_curve(params, seed), json.dumps(curve) + "\n")
+    tracker.log_metrics(
+        {
+            "final_loss": metrics["final_loss"],
+            "train_seconds": metrics["seconds"],
+            "pairs_per_second": metrics["pairs_per_second"],
+        }
+    )
+    tracker.log_artifacts(adapter, "adapter")
+    shutil.rmtree(storage / result.summary["run_name"], ignore_errors=True)  # done: no resume
+    log.info(
+        "seed %d: loss %.5f -> %.5f in %d steps, %.1f s; adapter -> %s",
+        seed,
+        metrics["first_loss"],
+        metrics["final_loss"],
+        metrics["steps"],
+        metrics["seconds"],
+        adapter,
+    )
+    return metrics
