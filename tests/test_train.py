@@ -201,7 +201,9 @@ def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
         match=r"odd\.jsonl: 1 pairs \(first: soo_pairs-0003\).*use train\.alignment: last or mean",
     ):
         preflight(replace(job, pairs_path=str(path)))
-    preflight(replace(job, pairs_path=str(path), train=job.train.model_copy(update={"alignment": "last"})))
+    preflight(
+        replace(job, pairs_path=str(path), train=job.train.model_copy(update={"alignment": "last"}))
+    )
     assert issubclass(TrainError, SooError)
 
 
