@@ -51,13 +51,13 @@ def soo_sweep(
     if len(orders) != len(seeds):
         raise ValueError("order_seeds: give one, or one per seed")
     keys = list(grid)
-    table = [
-        point(params_path, n, seed, order, dict(zip(keys, values, strict=True)))
-        for values in itertools.product(*(grid[k] for k in keys))
-        for seed, order in zip(seeds, orders, strict=True)
-    ]
     path = Path(out or f"reports/sweep_{flow_run.get_id() or 'local'}.jsonl")
-    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in table))
+    table: list[dict] = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        for seed, order in zip(seeds, orders, strict=True):
+            table.append(point(params_path, n, seed, order, dict(zip(keys, values, strict=True))))
+            # the table so far, after every point: a late failure loses no finished row
+            write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in table))
     for row in table:
         settings = ", ".join(f"{k} {row.get(k)}" for k in keys)
         print(
@@ -69,20 +69,29 @@ def soo_sweep(
     return table
 
 
+def scalar(text: str) -> Any:
+    """A command-line value: an int or float when it reads as one ("1e-4" too), else YAML."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """`key=v1,v2` items -> {key: [v1, v2]}; values parsed as YAML scalars, `+` joins a list."""
+    """`key=v1,v2` items -> {key: [v1, v2]}; `+` joins a list, and a target_modules value is
+    always a list (`lora.target_modules=q_proj` -> ["q_proj"])."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, _, values = item.partition("=")
         if not key or not values:
             raise SystemExit(f"--set {item!r}: expected key=value[,value...]")
-
-        def parse(text: str) -> Any:
-            if "+" in text:
-                return [yaml.safe_load(part) for part in text.split("+")]
-            return yaml.safe_load(text)
-
-        grid[key] = [parse(v) for v in values.split(",")]
+        listed = key.endswith("target_modules")
+        grid[key] = [
+            [scalar(part) for part in value.split("+")] if "+" in value or listed else scalar(value)
+            for value in values.split(",")
+        ]
     return grid
 
 

@@ -20,12 +20,10 @@ def scenario_file(params: Params, family: str) -> Path:
     return Path(params.scenarios.output_dir) / f"{family}.jsonl"
 
 
-def adapter_name(seed: int) -> str:
-    return f"seed_{seed}"
-
-
-def adapter_dir(params: Params, seed: int) -> Path:
-    return Path(params.train.output_dir) / adapter_name(seed)
+def adapter_dir(params: Params, seed: int | str) -> Path:
+    """<train.output_dir>/seed_<s>; a str is an adapter's name (seed_<s>) as given."""
+    name = seed if isinstance(seed, str) else f"seed_{seed}"
+    return Path(params.train.output_dir) / name
 
 
 def train_metrics(params: Params, seed: int) -> Path:

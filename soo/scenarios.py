@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from soo import templates as T
 from soo.config import ScenariosParams
 from soo.data import PairRecord, Record, ScenarioRecord, ScenarioVocab
-from soo.names import (
+from soo.names import (  # noqa: F401 - re-exported: the family names belong to the scenarios
     BURGLAR_FAMILIES,
     FAMILIES,
     GENERALIZATION_FAMILIES,
@@ -21,14 +21,6 @@ from soo.names import (
     TEST_FAMILIES,
 )
 from soo.vocabulary import Vocabulary, load_vocabulary
-
-__all__ = [
-    "BURGLAR_FAMILIES",
-    "FAMILIES",
-    "GENERALIZATION_FAMILIES",
-    "PAIR_FAMILIES",
-    "TEST_FAMILIES",
-]
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,17 @@ def test_promote_flow_moves_the_champion(harness, tiny_project):
     assert decision["promoted"] and alias_version(uri, "soo-flow-test", CHAMPION) == version
     assert json.loads(Path("metrics/promotion.json").read_text())["champion"] == version
     assert os.environ.get("SOO_PIPELINE_RUN") is None  # flows do not leak their run key
+
+
+def test_sweep_grid_from_the_command_line():
+    """`--set` values become the types params.yaml would have: 1e-4 a float, `+` a list, and a
+    single target module still a list."""
+    from flows.sweep import parse_grid
+
+    grid = parse_grid(["lr=1e-4,3e-4", "layer=2", "lora.target_modules=q_proj,q_proj+v_proj"])
+    assert grid == {
+        "lr": [1e-4, 3e-4],
+        "layer": [2],
+        "lora.target_modules": [["q_proj"], ["q_proj", "v_proj"]],
+    }
+    assert isinstance(grid["lr"][0], float) and isinstance(grid["layer"][0], int)

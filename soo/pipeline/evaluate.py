@@ -26,7 +26,7 @@ log = logging.getLogger("soo.pipeline.evaluate")
 
 def load_evaluated(params: Params, name: str):
     """The base model, or the base with the adapter of `name` (seed_<s>) on top."""
-    adapter = None if name == "base" else Path(params.train.output_dir) / name  # seed_<s>
+    adapter = None if name == "base" else paths.adapter_dir(params, name)
     return load_model(
         params.model.name_or_path,
         dtype=params.model.dtype,

@@ -68,7 +68,8 @@ def _register(params, seed: int, metrics: dict, tracker) -> str:
     if Path(base).exists():
         base = str(Path(base).resolve())
     uri = params.tracking.uri or default_uri()
-    tags = {"stage": "register", "seed": str(seed), "git_commit": git_commit(), **lock_hashes()}
+    data = lock_hashes(outs=(params.scenarios.output_dir,))
+    tags = {"stage": "register", "seed": str(seed), "git_commit": git_commit(), **data}
     return register(
         uri,
         params.registry.name,
