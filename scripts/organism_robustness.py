@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from soo.config import set_dotted
+
 # CPU math code paths: MKL's conditional-numerical-reproducibility branch and torch's own kernels.
 # Each stands in for another machine (another CPU, another MKL dispatch).
 CODE_PATHS = {
@@ -47,11 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def set_key(params: dict, dotted: str, value: str) -> None:
-    *parents, last = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = yaml.safe_load(value)
+    """A command-line value (parsed as YAML) at a dotted key of params."""
+    set_dotted(params, dotted, yaml.safe_load(value))
 
 
 def base_params(overrides: list[str], scratch: Path) -> dict:

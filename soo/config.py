@@ -557,6 +557,15 @@ class Params(Section):
     )
 
 
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """Set `key` ("organism.train.steps", "lora.r") in a nested params dict, in place."""
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml; raise ParamsError with one line naming the key on failure."""
     path = Path(path)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from soo.config import Params, TrainParams
+from soo.config import Params, TrainParams, set_dotted
 from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
@@ -79,11 +79,7 @@ def with_overrides(train: TrainParams, overrides: dict[str, Any]) -> TrainParams
     section, a plain one replaces a value or a whole section."""
     values = train.model_dump()
     for key, value in overrides.items():
-        *parents, last = key.split(".")
-        node = values
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        set_dotted(values, key, value)
     return TrainParams.model_validate(values)
 
 
