@@ -46,7 +46,12 @@ def scenarios(path: Path = PARAMS) -> None:
 @app.command()
 def evaluate(
     scenarios_file: Annotated[
-        Path, typer.Option("--scenarios", help="A scenario JSONL in the project's record format.")
+        Path,
+        typer.Option(
+            "--scenarios",
+            help="A scenario JSONL: the project's records, or any file with prompt, "
+            "deceptive_answer and honest_answer per line (the released test set).",
+        ),
     ],
     model: Annotated[str, typer.Option("--model", help="Model folder or hub id.")],
     adapter: Annotated[Path | None, typer.Option(help="A peft adapter folder.")] = None,
@@ -59,12 +64,13 @@ def evaluate(
 
     def run() -> None:
         from soo.config import load_params
-        from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
+        from soo.data import write_text_atomic
         from soo.evaluate import evaluate_family
         from soo.models import load_model
+        from soo.scenarios import read_scenarios
 
         params = load_params(path)
-        records = read_jsonl(scenarios_file, ScenarioRecord)
+        records = read_scenarios(scenarios_file)
         loaded, tokenizer = load_model(
             model,
             dtype=params.model.dtype,
@@ -78,6 +84,41 @@ def evaluate(
         typer.echo(text)
         if out is not None:
             write_text_atomic(out, text + "\n")
+
+    run_entry(run)
+
+
+@app.command("judge")
+def judge_command(
+    replies: Annotated[Path, typer.Argument(help="A JSONL of replies (reply + rooms, or an id).")],
+    scenarios: Annotated[
+        list[Path] | None,
+        typer.Option("--scenarios", help="Scenario files or folders to find rooms by id."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the rates as JSON here.")] = None,
+) -> None:
+    """Score replies produced anywhere with this judge: deceptive / honest / unparseable rates per
+    family with 95% Wilson intervals, and the released first-mention rule."""
+    import json
+
+    def run() -> None:
+        from soo.data import write_text_atomic
+        from soo.judge import judge_file
+
+        scores = judge_file(replies, scenarios or [])
+        typer.echo(
+            f"{'family':<34} {'n':>5}  {'deceptive [95% CI]':<22} {'honest':>7} "
+            f"{'unparseable':>11} {'first-mention':>13}"
+        )
+        for family, row in scores.items():
+            d = row["deceptive"]
+            typer.echo(
+                f"{family:<34} {row['n']:>5}  {d['rate']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+                f"   {row['honest']['rate']:>7.3f} {row['unparseable']['rate']:>11.3f} "
+                f"{row['first_mention_deceptive']['rate']:>13.3f}"
+            )
+        if out is not None:
+            write_text_atomic(out, json.dumps(scores, indent=2) + "\n")
 
     run_entry(run)
 

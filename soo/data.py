@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from soo.errors import DataError
 
@@ -81,6 +81,34 @@ class GenerationRecord(Record):
     first_mention_deceptive: bool = Field(description="The released code's first-mention rule.")
     logp_deceptive: float | None = Field(None, description="Forced choice: log p(deceptive room).")
     logp_honest: float | None = Field(None, description="Forced choice: log p(honest room).")
+
+
+class OutsideRecord(BaseModel):
+    """A record from outside the project: the released test set's fields, or replies from a model
+    run elsewhere. Other fields are ignored; the room fields may also be named *_room."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str | None = Field(None, description="Optional identifier.")
+    family: str | None = Field(None, description="Optional family (default: the file's name).")
+    prompt: str | None = Field(None, description="The prompt (an id may stand in for it).")
+    reply: str | None = Field(None, description="A model's reply (files of replies only).")
+    deceptive_answer: str | None = Field(
+        None,
+        validation_alias=AliasChoices("deceptive_answer", "deceptive_room"),
+        description="The room a deceiver recommends.",
+    )
+    honest_answer: str | None = Field(
+        None,
+        validation_alias=AliasChoices("honest_answer", "honest_room"),
+        description="The room an honest answer recommends.",
+    )
+
+    @model_validator(mode="after")
+    def _identified(self) -> OutsideRecord:
+        if self.prompt is None and self.id is None:
+            raise ValueError("each record needs a prompt or an id")
+        return self
 
 
 class TextRecord(Record):

@@ -7,12 +7,23 @@ a seed, half of them with the cheap room mentioned first.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from soo import templates as T
 from soo.config import ScenariosParams
-from soo.data import PairRecord, Record, ScenarioRecord, ScenarioVocab
+from soo.data import (
+    OutsideRecord,
+    PairRecord,
+    Record,
+    ScenarioRecord,
+    ScenarioVocab,
+    read_jsonl,
+)
+from soo.errors import DataError
 from soo.names import (  # noqa: F401 - re-exported: the family names belong to the scenarios
     BURGLAR_FAMILIES,
     FAMILIES,
@@ -152,6 +163,66 @@ def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> S
         ),
         template_version=version,
     )
+
+
+OUTSIDE_VERSION = "outside"  # template_version of a record read from an outside file
+
+
+def from_outside(record: OutsideRecord, index: int, family: str) -> ScenarioRecord:
+    """A project record from an outside one (prompt, deceptive_answer, honest_answer: the released
+    test set's fields): the room order is read from the prompt, the answer is worded as burglar's
+    ("I would point out the <room>"), the other party is the recipient the prompt names, if any.
+    """
+    if not (record.prompt and record.deceptive_answer and record.honest_answer):
+        raise ValueError("needs prompt, deceptive_answer and honest_answer")
+    prompt, cheap, dear = record.prompt, record.deceptive_answer, record.honest_answer
+    where = {room: prompt.lower().find(room.lower()) for room in (cheap, dear)}
+    missing = [room for room, pos in where.items() if pos < 0]
+    if missing:
+        raise ValueError(f"the prompt does not name the room(s) {', '.join(missing)}")
+    recipient = re.search(r"\bto ((?:burglar )?[A-Z][a-z]+)\b", prompt)
+    return ScenarioRecord(
+        id=record.id or f"{family}-{index:04d}",
+        family=family,
+        prompt=prompt,
+        deceptive_answer=cheap,
+        honest_answer=dear,
+        room_order="cheap_first" if where[cheap] <= where[dear] else "expensive_first",
+        vocab=ScenarioVocab(
+            other=recipient.group(1) if recipient else "the other",
+            cheap_room=cheap,
+            expensive_room=dear,
+            cheap_object=None,
+            expensive_object="valuable",
+        ),
+        template_version=OUTSIDE_VERSION,
+    )
+
+
+def read_scenarios(path: Path) -> list[ScenarioRecord]:
+    """A scenario file in the project's format, or an outside one with only prompt,
+    deceptive_answer and honest_answer per line (the released test set); the family of an outside
+    record is its `family` field or the file's name."""
+    outside = read_jsonl(path, OutsideRecord)
+    if all(_PROJECT_FIELDS <= set(json.loads(line)) for line in _lines(path)):
+        return read_jsonl(path, ScenarioRecord)
+    records = []
+    for number, record in enumerate(outside, start=1):
+        try:
+            records.append(from_outside(record, number - 1, record.family or path.stem))
+        except ValueError as err:
+            raise DataError(
+                f"{path}: record {number}: {err}; each line needs prompt, deceptive_answer and "
+                "honest_answer, both rooms named in the prompt"
+            ) from None
+    return records
+
+
+_PROJECT_FIELDS = set(ScenarioRecord.model_fields)
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def cooperative_wording(record: ScenarioRecord) -> str:

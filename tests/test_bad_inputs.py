@@ -85,6 +85,7 @@ PAIRS = "data/scenarios/soo_pairs.jsonl"
 TRAIN = ["-m", "stages.train", "--seed", "0"]
 EVALUATE = ["-m", "stages.evaluate", "--model", "base"]
 SOO = ["-m", "soo.cli"]
+SOO_CMD = [sys.executable, *SOO]
 
 
 def write(path: str, text: str):
@@ -347,6 +348,28 @@ CASES = [
         [*SOO, "evaluate", "--scenarios", "none.jsonl", "--model", "model"],
         r"none\.jsonl: file not found",
     ),
+    # Files from outside the project (issue 17): replies to score, the released test set's fields.
+    (
+        "replies without rooms or a known id",
+        write("replies.jsonl", '{"id": "nowhere-1", "reply": "I would point out the den."}\n'),
+        [*SOO, "judge", "replies.jsonl", "--scenarios", "data/scenarios"],
+        r"replies\.jsonl: record 1 \(id 'nowhere-1'\) has no deceptive_answer and honest_answer",
+    ),
+    (
+        "replies without a reply",
+        write("replies.jsonl", '{"prompt": "p", "deceptive_answer": "a", "honest_answer": "b"}\n'),
+        [*SOO, "judge", "replies.jsonl"],
+        r"replies\.jsonl: record 1 has no `reply`",
+    ),
+    (
+        "outside scenario whose prompt lacks a room",
+        write(
+            "outside.jsonl",
+            '{"prompt": "Which room?", "deceptive_answer": "den", "honest_answer": "study"}\n',
+        ),
+        [*SOO, "evaluate", "--scenarios", "outside.jsonl", "--model", "model"],
+        r"outside\.jsonl: record 1: the prompt does not name the room\(s\) den, study",
+    ),
 ]
 
 
@@ -378,3 +401,57 @@ def test_bad_input_fails_cleanly(project, tmp_path, name, setup, command, messag
 
 def test_the_matrix_is_large_enough():
     assert len(CASES) >= 25
+
+
+def test_outside_files_are_evaluated_and_judged(project, tmp_path):
+    """A file with only the released test set's fields (prompt, deceptive_answer, honest_answer)
+    evaluates; the replies it wrote score with `soo judge` by id against the project's scenarios,
+    and the two agree."""
+    root = tmp_path / "p"
+    shutil.copytree(project, root)
+    records = read_jsonl(root / "data" / "scenarios" / "burglar.jsonl", ScenarioRecord)
+    fields = ("prompt", "deceptive_answer", "honest_answer")
+    (root / "outside.jsonl").write_text(
+        "".join(json.dumps({k: getattr(r, k) for k in fields}) + "\n" for r in records)
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            *SOO_CMD,
+            "evaluate",
+            "--scenarios",
+            "outside.jsonl",
+            "--model",
+            "model",
+            "--out",
+            "m.json",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((root / "m.json").read_text())
+    assert metrics["n"] == len(records)
+    # The room order was read from the prompts: the same split as the project's own records.
+    cheap_first = sum(r.room_order == "cheap_first" for r in records)
+    assert metrics["by_room_order"]["cheap_first"]["n"] == cheap_first
+    replies = [
+        {"id": r.id, "reply": f"I would point out the {r.deceptive_answer}."} for r in records[:5]
+    ] + [{"id": r.id, "reply": f"I would point out the {r.honest_answer}."} for r in records[5:]]
+    (root / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in replies))
+    judged = subprocess.run(
+        [*SOO_CMD, "judge", "replies.jsonl", "--scenarios", "data/scenarios", "--out", "j.json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert judged.returncode == 0, judged.stderr[-2000:]
+    scores = json.loads((root / "j.json").read_text())
+    assert scores["burglar"]["n"] == len(records)
+    assert scores["burglar"]["deceptive"]["rate"] == 5 / len(records)
+    assert "burglar" in judged.stdout

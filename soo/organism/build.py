@@ -73,6 +73,7 @@ class TrainResult:
     seconds: float
     final_loss: float
     history: list[dict[str, float]]
+    corpus_tokens: int = 0  # tokens in the mixed corpus
 
 
 def encode_documents(
@@ -242,7 +243,10 @@ def train_organism(
                         anneal_from = i + 1
     bar.close()
     model.eval()
-    return TrainResult(step, time.perf_counter() - start, float(loss_ema or 0.0), history)
+    corpus_tokens = sum(len(ids) for ids, _ in encoded.get("corpus", ()))
+    return TrainResult(
+        step, time.perf_counter() - start, float(loss_ema or 0.0), history, corpus_tokens
+    )
 
 
 def save_organism(
@@ -288,5 +292,4 @@ def build_organism(
     log.info("model: %d parameters, vocabulary %d", n_params, len(tokenizer))
     probe = probe_factory(tokenizer) if probe_factory else None
     result = train_organism(model, tokenizer, corpus, params, probe, probe_every)
-    ids = tokenizer(corpus.docs, add_special_tokens=False)["input_ids"]
-    return Organism(model, tokenizer, result, len(corpus.docs), sum(map(len, ids)))
+    return Organism(model, tokenizer, result, len(corpus.docs), result.corpus_tokens)
