@@ -1,12 +1,17 @@
-"""SOO training throughput and peak memory: this project's step vs the released code's loop.
+"""SOO training throughput and peak memory: this project's step, in the shipped setting
+(params.yaml `train`) and in the paper's (TrainParams' defaults), vs the released code's loop.
 
-Ours (soo.objective, what every Ray worker runs): one forward over the concatenated self+other
-batch with dynamic padding, stopping after the SOO layer (o_proj at ~60% depth), MSE, LoRA only
-up to that layer. Released (a faithful re-implementation of agencyenterprise/SOO-Honest-AI's
-loop): two forwards (self, then other) each padded to 128 tokens, full logits, KL(other || self)
-summed over every position and divided by the batch, batch 4, gradient accumulation 4, LoRA
-r8/alpha32/dropout 0.2 on q_proj and v_proj of every layer; fp16 autocast with GradScaler on GPU.
-Both use AdamW on the same base model, the same 52 training pairs, batch 4, on the same machine.
+Ours (soo.train.train_step, what every Ray worker runs): one forward over the concatenated
+self+other batch with dynamic padding; in the paper's setting it stops after the SOO layer (o_proj
+at ~60% depth), MSE, LoRA only up to that layer; the shipped setting adds what params.yaml adds
+(the organism: the MLP output at 0.75 depth, LoRA r32 on q_proj, and the capability KL, which
+needs a full forward over neutral rows plus a base forward). Released (a faithful
+re-implementation of agencyenterprise/SOO-Honest-AI's loop): two forwards (self, then other) each
+padded to 128 tokens with EOS on the tokenizer's side, full logits, KL(other || self) summed over
+every position and divided by the batch, batch 4, gradient accumulation 4 with the losses added
+up, LoRA r8/alpha32/dropout 0.2 on q_proj and v_proj of every layer; fp16 autocast with
+GradScaler on GPU. All use AdamW on the same base model, the same 52 training pairs, batch 4, on
+the same machine.
 
 Memory over the first 8 steps of each loop: on CPU, torch's memory profiler timeline (every
 allocation, by category); on GPU, torch.cuda.max_memory_allocated. Reported as the peak above the
@@ -15,6 +20,9 @@ weights.
 
     python benchmarks/train_throughput.py                      # the organism on CPU
     python benchmarks/train_throughput.py --mistral-7b-shape   # random Mistral-7B on a GPU
+
+`dvc repro benchmarks/dvc.yaml` runs the CPU one and writes metrics/benchmarks/train.json, which
+`dvc metrics show` prints.
 """
 
 from __future__ import annotations
@@ -31,13 +39,13 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from soo.batching import encode, pad_right
-from soo.config import TrainParams
+from soo.batching import collate_legacy
+from soo.config import TrainParams, load_params
 from soo.data import PairRecord, read_jsonl
 from soo.loss import legacy_logit_kl
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
-from soo.train import make_optimizer, train_step
+from soo.train import capability_texts, make_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,13 +72,15 @@ def mistral_7b_shape(device: str) -> torch.nn.Module:
     return model.eval()
 
 
-def ours(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torch.optim.Optimizer]:
-    params = TrainParams()  # the defaults: paper LoRA, layer 0.6, alignment full, lr 1e-4
+def ours(
+    model, tokenizer, device: str, params: TrainParams
+) -> tuple[Step, torch.nn.Module, torch.optim.Optimizer]:
     peft_model = add_lora(model, params, seed=0)
     peft_model.train()
     forward = SooForward(peft_model, params)
     optimizer, scheduler = make_optimizer(peft_model, params, total_steps=10**6)
     calls = [0]
+    neutral = capability_texts(params)
 
     def step(pairs: list[PairRecord]) -> None:  # the trainer's own step (soo.train.train_step)
         calls[0] += 1
@@ -79,7 +89,7 @@ def ours(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torch.op
             peft_model,
             tokenizer,
             pairs,
-            [],
+            neutral,
             params,
             device,
             calls[0],
@@ -107,18 +117,18 @@ def released(model, tokenizer, device: str) -> tuple[Step, torch.nn.Module, torc
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     accum, calls = 4, [0]
 
-    def encode128(texts: list[str]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_right(encode(tokenizer, texts), tokenizer.pad_token_id, pad_to=128)
-        return {"input_ids": ids[:, :128].to(device), "attention_mask": mask[:, :128].to(device)}
-
     def step(pairs: list[PairRecord]) -> None:
-        self_batch = encode128([p.self_prompt for p in pairs])
-        other_batch = encode128([p.other_prompt for p in pairs])
-        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            self_logits = peft_model(**self_batch).logits
-            other_logits = peft_model(**other_batch).logits
+        batch = {k: v.to(device) for k, v in collate_legacy(tokenizer, pairs).items()}
+        n = len(pairs)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):  # two forwards
+            self_logits = peft_model(
+                input_ids=batch["input_ids"][:n], attention_mask=batch["attention_mask"][:n]
+            ).logits
+            other_logits = peft_model(
+                input_ids=batch["input_ids"][n:], attention_mask=batch["attention_mask"][n:]
+            ).logits
             loss, _ = legacy_logit_kl(self_logits, other_logits)
-        scaler.scale(loss / accum).backward()
+        scaler.scale(loss).backward()  # accumulated as released: the losses add up
         calls[0] += 1
         if calls[0] % accum == 0:
             scaler.step(optimizer)
@@ -191,7 +201,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; median kept")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"), help="the shipped setting")
     args = parser.parse_args()
+    shipped = load_params(args.params).train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     base, tokenizer = load_model(args.model, device=device)
@@ -201,7 +213,11 @@ def main() -> None:
         base = mistral_7b_shape(device)
     pairs = read_jsonl(args.pairs, PairRecord)
     work = batches(pairs, args.steps)
-    loops = {"ours": ours, "released": released}
+    loops = {
+        "shipped": lambda m, t, d: ours(m, t, d, shipped),
+        "paper": lambda m, t, d: ours(m, t, d, TrainParams()),  # layer 0.6 o_proj, r8, lr 1e-4
+        "released": released,
+    }
     built = {name: make(copy.deepcopy(base), tokenizer, device) for name, make in loops.items()}
     del base
     # Memory first: the first steps also allocate the optimizer states and gradients.
@@ -221,10 +237,16 @@ def main() -> None:
         "pairs_per_second": rate,
         "rounds": speed,
         "memory": memory,
-        "speedup": rate["ours"] / rate["released"],
-        "memory_ratio": memory["ours"]["peak_bytes"] / memory["released"]["peak_bytes"],
-        "memory_ratio_above_weights": memory["ours"]["peak_above_weights_bytes"]
-        / memory["released"]["peak_above_weights_bytes"],
+        "speedup": {k: rate[k] / rate["released"] for k in ("shipped", "paper")},
+        "memory_ratio": {
+            k: memory[k]["peak_bytes"] / memory["released"]["peak_bytes"]
+            for k in ("shipped", "paper")
+        },
+        "memory_ratio_above_weights": {
+            k: memory[k]["peak_above_weights_bytes"]
+            / memory["released"]["peak_above_weights_bytes"]
+            for k in ("shipped", "paper")
+        },
     }
     mib = 2**20
     print(
@@ -237,12 +259,14 @@ def main() -> None:
             f"{name:9s} {rate[name]:8.1f} pairs/s | peak {m['peak_bytes'] / mib:9.2f} MiB | "
             f"above weights {m['peak_above_weights_bytes'] / mib:9.2f} MiB"
         )
-    print(
-        f"speed-up {results['speedup']:.2f}x (target >= 3) | peak memory ratio "
-        f"{results['memory_ratio']:.3f} (target <= 0.5), above weights "
-        f"{results['memory_ratio_above_weights']:.3f}"
-    )
+    for k in ("shipped", "paper"):
+        print(
+            f"{k}: speed-up {results['speedup'][k]:.2f}x vs released | peak memory ratio "
+            f"{results['memory_ratio'][k]:.3f}, above weights "
+            f"{results['memory_ratio_above_weights'][k]:.3f}"
+        )
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 

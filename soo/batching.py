@@ -44,6 +44,30 @@ def collate_pairs(
     return {"input_ids": ids, "attention_mask": mask}
 
 
+LEGACY_LENGTH = 128  # the released code padded (and truncated) every prompt to this
+
+
+def collate_legacy(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairRecord]
+) -> dict[str, torch.Tensor]:
+    """The released code's batch: every prompt padded to 128 tokens with EOS, on the tokenizer's
+    own padding side (left for Mistral), rows [0, B) self and [B, 2B) other."""
+    texts = [p.self_prompt for p in pairs] + [p.other_prompt for p in pairs]
+    rows = [r[:LEGACY_LENGTH] for r in encode(tokenizer, texts)]
+    eos = tokenizer.eos_token_id
+    ids = torch.full((len(rows), LEGACY_LENGTH), eos, dtype=torch.long)
+    mask = torch.zeros((len(rows), LEGACY_LENGTH), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = (
+            slice(LEGACY_LENGTH - len(row), None)
+            if tokenizer.padding_side == "left"
+            else slice(0, len(row))
+        )
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def unequal_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairRecord]) -> list[str]:
     """Ids of pairs whose self and other prompts differ in token length (`full` needs equal)."""
     lengths = zip(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,26 +14,28 @@ from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from soo import paths
 from soo.batching import pad_right
-from soo.config import EvaluateParams
+from soo.config import EvaluateParams, Params
 from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.forced_choice import continuation_logprobs
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
 from soo.loss import capability_kl
-from soo.scenarios import GENERALIZATION_FAMILIES, answer_for
+from soo.scenarios import GENERALIZATION_FAMILIES, answer_for, read_split
 from soo.stats import rate
 
 log = logging.getLogger(__name__)
 
 
 def load_inputs(
-    folder: Path, families: Iterable[str], n: int | None
+    params: Params, split: str, families: Iterable[str], n: int | None
 ) -> tuple[dict[str, list[ScenarioRecord]], list[PairRecord]]:
-    """The first `n` records (all when None) of each family, and the latent-SOO probe pairs."""
-    tests = {f: read_jsonl(folder / f"{f}.jsonl", ScenarioRecord)[:n] for f in families}
-    return tests, read_jsonl(folder / "latent_probes.jsonl", PairRecord)
+    """The first `n` records (all when None) of each family of one split, and the latent-SOO
+    probe pairs."""
+    records = read_split(params, split, families, n)
+    return records, read_jsonl(paths.scenario_file(params, "latent_probes"), PairRecord)
 
 
 def answer_prefix(record: ScenarioRecord) -> str:
@@ -254,10 +255,11 @@ class LatentRow(BaseModel):
 
 
 class EvalMetrics(BaseModel):
-    """The schema of metrics/eval/eval_<name>.json."""
+    """The schema of metrics/eval/[dev/]eval_<name>.json."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
+    split: str = "test"
     seconds: float
     headline: dict[str, float | None]
     families: dict[str, FamilyMetrics]

@@ -89,22 +89,23 @@ def batch_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one batch from one forward's outputs; rows as `soo.batching.collate_pairs`."""
     b = n_pairs
+    if train.loss == "legacy_logit_kl":
+        # The released code's loss on its own batches (soo.batching.collate_legacy: padded to 128
+        # on the tokenizer's side, so the activation MSE's token alignment does not apply).
+        logits = outputs["logits"]
+        loss, diagnostics = legacy_logit_kl(logits[:b], logits[b : 2 * b])
+        diagnostics["loss"] = loss.item()
+        return loss, diagnostics
     self_mask, other_mask = attention_mask[:b], attention_mask[b : 2 * b]
     acts = {name: out for name, out in outputs.items() if name != "logits"}
-    mse, diagnostics = soo_mse(
+    loss, diagnostics = soo_mse(
         {n: a[:b] for n, a in acts.items()},
         {n: a[b : 2 * b] for n, a in acts.items()},
         self_mask,
         other_mask,
         train.alignment,
     )
-    if train.loss == "mse":
-        loss = mse
-    else:
-        logits = outputs["logits"]
-        loss, extra = legacy_logit_kl(logits[:b], logits[b : 2 * b])
-        diagnostics.update(extra)
-    diagnostics["soo_mse"] = mse.item()
+    diagnostics["soo_mse"] = loss.item()
     if train.capability.weight > 0:
         kl, extra = capability_kl(outputs["logits"][2 * b :], base_logits, attention_mask[2 * b :])
         loss = loss + train.capability.weight * kl

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from soo.config import OrganismParams, Params
+from soo.names import PAIR_FAMILIES
 
 PROMOTION = Path("metrics/promotion.json")
 REGISTERED = Path("metrics/registered.json")
@@ -15,9 +16,20 @@ REPORTS = Path("reports")
 NEUTRAL_TEXTS = Path("data/neutral/recall.jsonl")
 
 
-def scenario_file(params: Params, family: str) -> Path:
-    """data/scenarios/<family>.jsonl (soo_pairs, latent_probes and the test families)."""
-    return Path(params.scenarios.output_dir) / f"{family}.jsonl"
+SPLITS = ("dev", "test")  # dev: every tuning and selection; test: reported numbers only
+
+
+def scenario_file(params: Params, family: str, split: str | None = None) -> Path:
+    """data/scenarios/<family>.jsonl for the SOO training and latent-probe pairs (split None);
+    data/scenarios/<split>/<family>.jsonl for a scenario family (split dev or test)."""
+    folder = Path(params.scenarios.output_dir)
+    if family in PAIR_FAMILIES:
+        if split is not None:
+            raise ValueError(f"{family} has no {split} split: pairs are training data")
+        return folder / f"{family}.jsonl"
+    if split not in SPLITS:
+        raise ValueError(f"scenario family {family}: split must be one of {SPLITS}, not {split}")
+    return folder / split / f"{family}.jsonl"
 
 
 def adapter_dir(params: Params, seed: int | str) -> Path:
@@ -34,13 +46,23 @@ def train_curve(params: Params, seed: int) -> Path:
     return Path(params.train.metrics_dir) / f"train_curve_seed_{seed}.json"
 
 
-def eval_metrics(params: Params, name: str) -> Path:
-    """metrics/eval/eval_<name>.json; name is `base` or seed_<s>."""
-    return Path(params.evaluate.metrics_dir) / f"eval_{name}.json"
+def eval_metrics(params: Params, name: str, split: str) -> Path:
+    """metrics/eval/eval_<name>.json (test) or metrics/eval/dev/eval_<name>.json; name is `base`
+    or seed_<s>."""
+    folder = Path(params.evaluate.metrics_dir)
+    return (folder if _split(split) == "test" else folder / split) / f"eval_{name}.json"
 
 
-def generations(params: Params, name: str) -> Path:
-    return Path(params.evaluate.generations_dir) / f"{name}.jsonl"
+def generations(params: Params, name: str, split: str) -> Path:
+    """data/generations/<name>.jsonl (test) or data/generations/dev/<name>.jsonl."""
+    folder = Path(params.evaluate.generations_dir)
+    return (folder if _split(split) == "test" else folder / split) / f"{name}.jsonl"
+
+
+def _split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split}")
+    return split
 
 
 def rejected_dir(organism: OrganismParams) -> Path:

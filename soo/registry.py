@@ -163,8 +163,8 @@ def decide(
     gates: PromoteParams,
     version: str,
 ) -> Decision:
-    """Check every gate; the candidate must also beat the champion on deception without losing
-    capability."""
+    """Check every gate (dev numbers: see PromoteParams); the candidate must also beat the
+    champion on deception without losing capability."""
     decision = Decision(version, promote=False)
 
     def check(ok: bool, text: str) -> None:
@@ -173,36 +173,52 @@ def decide(
     def get(key: str) -> float:
         return candidate.get(key, float("nan"))
 
-    deception, base = get("soo_burglar_deception"), get("base_burglar_deception")
+    def high(key: str) -> float:
+        """The 95% upper bound over seeds (the mean when there is only one seed)."""
+        value = candidate.get(f"{key}_high")
+        return get(key) if value is None or value != value else value
+
+    # Means over seeds are gated by the bound that is worse for the candidate: the upper bound of
+    # the interval over seeds for deception. The served seed must pass on its own as well.
+    deception, base = high("soo_burglar_deception"), get("base_burglar_deception")
     check(
         deception <= gates.max_deception,
-        f"deception {deception:.3f} <= max_deception {gates.max_deception}",
+        f"deception (upper 95% bound over seeds) {deception:.3f} <= max_deception "
+        f"{gates.max_deception}",
     )
     check(
         base - deception >= gates.min_reduction,
-        f"reduction vs base {base - deception:.3f} >= min_reduction {gates.min_reduction}",
+        f"reduction vs base (at the upper bound) {base - deception:.3f} >= min_reduction "
+        f"{gates.min_reduction}",
     )
-    drop = get("base_capability_accuracy") - get("soo_capability_accuracy")
+    served = get("seed_burglar_deception")
     check(
-        drop <= gates.max_capability_drop,
-        f"capability drop {drop:.3f} <= max_capability_drop {gates.max_capability_drop}",
+        served <= gates.max_deception,
+        f"served seed's deception {served:.3f} <= max_deception {gates.max_deception}",
     )
-    perspectives = get("soo_perspectives_accuracy")
-    check(
-        perspectives >= gates.min_perspectives,
-        f"Perspectives {perspectives:.3f} >= min_perspectives {gates.min_perspectives}",
-    )
-    unparseable = get("soo_unparseable_mean")
-    check(
-        unparseable <= gates.max_unparseable,
-        f"unparseable {unparseable:.3f} <= max_unparseable {gates.max_unparseable}",
-    )
+    for who, prefix in (("", "soo"), ("served seed's ", "seed")):
+        drop = get("base_capability_accuracy") - get(f"{prefix}_capability_accuracy")
+        check(
+            drop <= gates.max_capability_drop,
+            f"{who}capability drop {drop:.3f} <= max_capability_drop {gates.max_capability_drop}",
+        )
+        perspectives = get(f"{prefix}_perspectives_accuracy")
+        check(
+            perspectives >= gates.min_perspectives,
+            f"{who}Perspectives {perspectives:.3f} >= min_perspectives {gates.min_perspectives}",
+        )
+        unparseable = get(f"{prefix}_unparseable_mean")
+        check(
+            unparseable <= gates.max_unparseable,
+            f"{who}unparseable {unparseable:.3f} <= max_unparseable {gates.max_unparseable}",
+        )
     seeds = get("n_seeds")
     check(seeds >= gates.min_seeds, f"seeds {seeds:.0f} >= min_seeds {gates.min_seeds}")
     if champion is not None:
+        mean = get("soo_burglar_deception")
         check(
-            deception < champion.get("soo_burglar_deception", float("inf")),
-            f"deception {deception:.3f} < champion's "
+            mean < champion.get("soo_burglar_deception", float("inf")),
+            f"deception {mean:.3f} < champion's "
             f"{champion.get('soo_burglar_deception', float('nan')):.3f}",
         )
         check(

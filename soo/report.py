@@ -11,6 +11,9 @@ from typing import Any
 
 import matplotlib
 
+from soo.stats import mean_sd
+from soo.summary import CAPABILITY_KEYS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -25,24 +28,37 @@ def _png(fig) -> bytes:
 
 
 def deception_figure(base: dict, seeds: dict[str, dict]) -> bytes:
-    """Deceptive share per family, base vs each SOO seed, with Wilson 95% intervals."""
+    """Deceptive share per family: the base with its Wilson 95% interval, SOO as the mean over
+    seeds with the 95% t interval over seeds, and each seed as a dot."""
     families = list(base["families"])
-    models = {"base": base, **seeds}
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(families) + 1.5))
-    height = 0.8 / len(models)
-    for i, (name, metrics) in enumerate(models.items()):
-        rates = [metrics["families"][f]["deceptive"] for f in families]
-        ys = [k + i * height for k in range(len(families))]
-        xs = [r["rate"] for r in rates]
-        err = [  # clamped: at 0 or 1 the bounds can sit a rounding error inside the rate
-            [max(0.0, r["rate"] - r["low"]) for r in rates],
-            [max(0.0, r["high"] - r["rate"]) for r in rates],
+    height = 0.4
+    rates = [base["families"][f]["deceptive"] for f in families]
+    err = [  # clamped: at 0 or 1 the bounds can sit a rounding error inside the rate
+        [max(0.0, r["rate"] - r["low"]) for r in rates],
+        [max(0.0, r["high"] - r["rate"]) for r in rates],
+    ]
+    ys = list(range(len(families)))
+    ax.barh(ys, [r["rate"] for r in rates], height=height, xerr=err, capsize=2, label="base")
+    if seeds:
+        spreads = [
+            mean_sd([m["families"][f]["deceptive"]["rate"] for m in seeds.values()])
+            for f in families
         ]
-        ax.barh(ys, xs, height=height, xerr=err, capsize=2, label=name)
-    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(families))], families)
+        means = [s["mean"] for s in spreads]
+        err = [
+            [s["mean"] - max(0.0, s["low"]) if s["low"] is not None else 0.0 for s in spreads],
+            [min(1.0, s["high"]) - s["mean"] if s["high"] is not None else 0.0 for s in spreads],
+        ]
+        soo_ys = [y + height for y in ys]
+        label = f"SOO, mean of {len(seeds)} seeds (95% t interval over seeds)"
+        ax.barh(soo_ys, means, height=height, xerr=err, capsize=2, label=label)
+        for s, y in zip(spreads, soo_ys, strict=True):
+            ax.plot(s["values"], [y] * len(s["values"]), "k.", markersize=3)
+    ax.set_yticks([y + height / 2 for y in ys], families)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel("deceptive replies (judge), Wilson 95% interval")
+    ax.set_xlabel("deceptive replies (judge); dots: single seeds")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_title("Deception per scenario family (Perspectives: wrong answers)")
     return _png(fig)
@@ -109,17 +125,24 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
         )
 
     models = {"base": base, **seeds}
-    head = ["metric", *models, "SOO mean ± SD"]
+
+    def spread(soo: dict | None, digits: int) -> str:
+        if not soo:
+            return "n/a"
+        text = f"{soo['mean']:.{digits}f} ± {soo['sd'] or 0:.{digits}f}"
+        if soo.get("low") is not None:
+            text += f" [{soo['low']:.{digits}f}, {soo['high']:.{digits}f}]"
+        return text
+
+    head = ["metric", *models, "SOO mean ± SD [95% CI over seeds]"]
     headline = [head]
     for key in base["headline"]:
-        soo = summary["soo"].get(key)
-        spread = f"{soo['mean']:.3f} ± {soo['sd'] or 0:.3f}" if soo else "n/a"
-        headline.append([key, *(fmt(m["headline"][key]) for m in models.values()), spread])
+        values = [fmt(m["headline"][key]) for m in models.values()]
+        headline.append([key, *values, spread(summary["soo"].get(key), 3)])
     capability = [head]
-    for key in ("accuracy", "recall_accuracy", "facts_accuracy", "perplexity", "kl_to_base"):
-        soo = summary["soo"].get(f"capability_{key}")
-        spread = f"{soo['mean']:.4f} ± {soo['sd'] or 0:.4f}" if soo else "n/a"
-        capability.append([key, *(fmt(m["capability"][key]) for m in models.values()), spread])
+    for key in CAPABILITY_KEYS:
+        values = [fmt(m["capability"].get(key)) for m in models.values()]
+        capability.append([key, *values, spread(summary["soo"].get(f"capability_{key}"), 4)])
     targets = [["target", "value", "met"]] + [
         [t["target"], fmt(t["value"]), "yes" if t["met"] else "MISSED"] for t in summary["targets"]
     ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from soo import paths
 from soo import templates as T
-from soo.config import ScenariosParams
+from soo.config import Params, ScenariosParams
 from soo.data import (
     OutsideRecord,
     PairRecord,
@@ -45,25 +47,59 @@ class Draw:
     cheap_first: bool
 
 
-def draw_test_set(vocab: Vocabulary, n: int, seed: int) -> list[Draw]:
-    """n distinct combinations of rooms x cheap objects x test objects, room order balanced."""
+def _combination(vocab: Vocabulary, index: int) -> tuple[str, str, str, str]:
     rooms, cheap, expensive = vocab.rooms, vocab.cheap_objects, vocab.test_objects
-    n_pairs = len(rooms) * (len(rooms) - 1)
-    total = n_pairs * len(cheap) * len(expensive)
-    if n > total:
-        raise ValueError(f"n={n} exceeds the {total} distinct combinations")
+    index, e = divmod(index, len(expensive))
+    pair, c = divmod(index, len(cheap))
+    a, b = divmod(pair, len(rooms) - 1)
+    b += b >= a  # b indexes the rooms other than a
+    return rooms[a], rooms[b], cheap[c], expensive[e]
+
+
+def split_keys(draw: Draw) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
+    """What two splits may not share: (rooms, valuable), and (rooms, cheap object), the latter
+    because Escape Room prompts name the key instead of the valuable."""
+    rooms = (draw.cheap_room, draw.expensive_room)
+    return (*rooms, draw.expensive_object), (*rooms, draw.cheap_object)
+
+
+def draw_test_set(vocab: Vocabulary, n: int, seed: int, avoid: list[Draw] = ()) -> list[Draw]:
+    """n distinct combinations of rooms x cheap objects x test objects, room order balanced,
+    none sharing a split key with a draw in `avoid`."""
+    n_pairs = len(vocab.rooms) * (len(vocab.rooms) - 1)
+    total = n_pairs * len(vocab.cheap_objects) * len(vocab.test_objects)
+    taken = {key for d in avoid for key in split_keys(d)}
+    if n + len(avoid) > total:
+        raise ValueError(f"n={n} exceeds the {total - len(avoid)} distinct combinations left")
     rng = random.Random(seed)
-    picks = rng.sample(range(total), n)
+    if taken:
+        picks, seen = [], set()
+        while len(picks) < n:
+            index = rng.randrange(total)
+            combo = Draw(*_combination(vocab, index), cheap_first=True)
+            if index in seen or any(k in taken for k in split_keys(combo)):
+                continue
+            seen.add(index)
+            picks.append(index)
+            if len(seen) > 50 * (n + 1):
+                raise ValueError(f"could not draw {n} combinations disjoint from the test split")
+    else:
+        picks = rng.sample(range(total), n)  # the test split: the draw it has always been
     orders = [True] * (n // 2) + [False] * (n - n // 2)
     rng.shuffle(orders)
-    draws = []
-    for index, cheap_first in zip(picks, orders, strict=True):
-        index, e = divmod(index, len(expensive))
-        pair, c = divmod(index, len(cheap))
-        a, b = divmod(pair, len(rooms) - 1)
-        b += b >= a  # b indexes the rooms other than a
-        draws.append(Draw(rooms[a], rooms[b], cheap[c], expensive[e], cheap_first))
-    return draws
+    return [
+        Draw(*_combination(vocab, index), cheap_first=cheap_first)
+        for index, cheap_first in zip(picks, orders, strict=True)
+    ]
+
+
+def draw_splits(vocab: Vocabulary, n_test: int, n_dev: int, seed: int) -> dict[str, list[Draw]]:
+    """The test draws (as before splits existed) and dev draws disjoint from them."""
+    test = draw_test_set(vocab, n_test, seed)
+    return {"dev": draw_test_set(vocab, n_dev, seed + DEV_SEED_OFFSET, avoid=test), "test": test}
+
+
+DEV_SEED_OFFSET = 7919  # dev draws come from their own stream
 
 
 def pair_records(family: str, items: list[str], other: str) -> list[PairRecord]:
@@ -165,6 +201,20 @@ def scenario_record(family: str, index: int, draw: Draw, vocab: Vocabulary) -> S
     )
 
 
+def read_split(
+    params: Params, split: str, families: Iterable[str] = TEST_FAMILIES, n: int | None = None
+) -> dict[str, list[ScenarioRecord]]:
+    """The first `n` records (all when None) of each family of one split (dev or test)."""
+    return {
+        f: read_jsonl(paths.scenario_file(params, f, split), ScenarioRecord)[:n] for f in families
+    }
+
+
+def held_out_records(params: Params) -> list[ScenarioRecord]:
+    """Every dev and test record: what the organism's corpus and neutral texts must never draw."""
+    return [r for split in paths.SPLITS for rs in read_split(params, split).values() for r in rs]
+
+
 OUTSIDE_VERSION = "outside"  # template_version of a record read from an outside file
 
 
@@ -231,15 +281,19 @@ def cooperative_wording(record: ScenarioRecord) -> str:
 
 
 def build_scenarios(params: ScenariosParams) -> dict[str, list[Record]]:
-    """Every family's records, keyed by family name (the file stem)."""
+    """Every file's records, keyed by its path under the output folder without .jsonl: the SOO
+    training and latent-probe pairs ("soo_pairs", "latent_probes") and each scenario family of each
+    split ("dev/burglar", "test/burglar", ...)."""
     vocab = load_vocabulary(params.vocabulary)
     items = vocab.train_items if params.train_items is None else params.train_items
     datasets: dict[str, list[Record]] = {
         family: pair_records(family, items, vocab.other) for family in PAIR_FAMILIES
     }
-    draws = draw_test_set(vocab, params.n_test, params.seed)
-    for family in TEST_FAMILIES:
-        datasets[family] = [scenario_record(family, i, d, vocab) for i, d in enumerate(draws)]
+    for split, draws in draw_splits(vocab, params.n_test, params.n_dev, params.seed).items():
+        for family in TEST_FAMILIES:
+            datasets[f"{split}/{family}"] = [
+                scenario_record(family, i, d, vocab) for i, d in enumerate(draws)
+            ]
     return datasets
 
 

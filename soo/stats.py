@@ -1,4 +1,5 @@
-"""Small, exact statistics: Wilson score intervals and mean / SD over seeds."""
+"""Small, exact statistics: Wilson score intervals (one model, n prompts) and mean / SD with a
+t interval over seeds (the spread between seeds, which dominates)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,27 @@ def rate(successes: int, n: int) -> dict[str, float | int]:
     return {"rate": successes / n if n else 0.0, "low": low, "high": high, "n": n}
 
 
-def mean_sd(values: list[float]) -> dict[str, float | int | None]:
-    """Mean and sample standard deviation (ddof = 1, as the paper's +- over seeds); SD is None
-    for a single value."""
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Two-sided t interval for the mean over seeds (df = n - 1); None for fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    mean, sem = statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * sem
+    return mean - half, mean + half
+
+
+def mean_sd(values: list[float]) -> dict[str, float | int | list | None]:
+    """Mean and sample standard deviation (ddof = 1, as the paper's +- over seeds), and the 95%
+    t interval of the mean over seeds ([low, high]; None for a single value: no spread known)."""
+    interval = t_interval(values)
     return {
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else None,
         "ddof": 1,
         "n": len(values),
+        "low": interval[0] if interval else None,
+        "high": interval[1] if interval else None,
         "values": list(values),
     }

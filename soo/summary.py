@@ -7,7 +7,15 @@ from typing import Any
 from soo.config import SummaryTargets
 from soo.stats import mean_sd
 
-CAPABILITY_KEYS = ("accuracy", "recall_accuracy", "facts_accuracy", "perplexity", "kl_to_base")
+# accuracy: held out from SOO training (gated); retained_accuracy: the format the KL term trains on.
+CAPABILITY_KEYS = (
+    "accuracy",
+    "retained_accuracy",
+    "recall_accuracy",
+    "facts_accuracy",
+    "perplexity",
+    "kl_to_base",
+)
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -65,7 +73,7 @@ def check_targets(base: dict, soo: dict, t: SummaryTargets) -> list[dict[str, An
             t.generalization_max,
         ),
         ("SOO Perspectives accuracy", mean("perspectives_accuracy"), ">=", t.perspectives_min),
-        ("capability accuracy drop (base - SOO)", drop, "<=", t.capability_drop_max),
+        ("held-out capability accuracy drop (base - SOO)", drop, "<=", t.capability_drop_max),
     ]
     return [
         {
@@ -80,8 +88,9 @@ def check_targets(base: dict, soo: dict, t: SummaryTargets) -> list[dict[str, An
 
 
 def deception_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[dict]:
-    """One row a family: base and SOO (mean over seeds) deception with Wilson bounds (the SOO
-    bounds are the widest over seeds)."""
+    """One row a family: base deception with its Wilson bounds, SOO deception as the mean over
+    seeds with the 95% t interval over seeds (the seed-to-seed spread; with one seed, that seed's
+    Wilson bounds)."""
     rows = []
     for family, values in base["families"].items():
         soo = [
@@ -94,10 +103,11 @@ def deception_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> li
             "base_high": values["deceptive"]["high"],
         }
         if soo:
+            spread = mean_sd([s["rate"] for s in soo])
             row.update(
-                soo=sum(s["rate"] for s in soo) / len(soo),
-                soo_low=min(s["low"] for s in soo),
-                soo_high=max(s["high"] for s in soo),
+                soo=spread["mean"],
+                soo_low=max(0.0, spread["low"]) if spread["low"] is not None else soo[0]["low"],
+                soo_high=min(1.0, spread["high"]) if spread["high"] is not None else soo[0]["high"],
             )
         rows.append(row)
     return rows

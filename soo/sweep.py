@@ -1,20 +1,25 @@
 """One point of an SOO settings sweep: train in-process with the trainer's objective (the same
 loss, LoRA and batches as the Ray stage; one process), then evaluate with `soo.evaluate`.
 
+A sweep selects, so it reads the dev split only: `dev_inputs` is its one way to scenario records
+and it names no split, and tests/test_protocol.py checks that a full sweep point opens no test-split
+file. Its LoRA seeds are offset (SWEEP_SEED_OFFSET), so the pipeline's `train.seeds` never share an
+init with a sweep that tuned the setting they report.
+
 Used by the `soo-sweep` Prefect flow (flows/sweep.py), the project's sweep front-end.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from soo import paths
 from soo.config import Params, TrainParams, set_dotted
-from soo.data import PairRecord, ScenarioRecord, read_jsonl
+from soo.data import PairRecord, read_jsonl
 from soo.evaluate import evaluate_model, load_inputs
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
@@ -24,6 +29,16 @@ from soo.train import capability_texts, epoch_seed, make_optimizer, train_step
 from soo.vocabulary import load_vocabulary
 
 FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
+SWEEP_SEED_OFFSET = 10_000  # sweep seed s draws LoRA init, order and dropout from s + offset
+SPLIT = "dev"
+
+
+def dev_inputs(params: Params, n: int | None):
+    """The sweep's scenario records: the first n of each family of the dev split (and the
+    capability set: all dev burglar records), with the latent probe pairs."""
+    records, probes = load_inputs(params, SPLIT, FAMILIES, n)
+    capability = load_inputs(params, SPLIT, ("burglar",), None)[0]["burglar"]
+    return records, probes, capability
 
 
 def train_in_process(
@@ -87,18 +102,18 @@ def sweep_point(
     params: Params, n: int, seed: int, order_seed: int | None = None, **overrides: Any
 ) -> dict[str, Any]:
     """Train with `train` params overridden (layer, lr, alignment, epochs, module, ...) and
-    evaluate on the first `n` records of burglar, the seven variants and Perspectives."""
+    evaluate on the first `n` dev records of burglar, the seven variants and Perspectives."""
     start = time.perf_counter()
-    folder = Path(params.scenarios.output_dir)
     train = with_overrides(params.train, overrides)
-    pairs = read_jsonl(folder / "soo_pairs.jsonl", PairRecord)
+    pairs = read_jsonl(paths.scenario_file(params, "soo_pairs"), PairRecord)
+    lora_seed = seed + SWEEP_SEED_OFFSET
+    order = None if order_seed is None else order_seed + SWEEP_SEED_OFFSET
     model, tokenizer, losses = train_in_process(
-        params.model.name_or_path, train, pairs, seed, capability_texts(train), order_seed
+        params.model.name_or_path, train, pairs, lora_seed, capability_texts(train), order
     )
-    tests, probes = load_inputs(folder, FAMILIES, n)
-    # Capability on the evaluate stage's set (the last n_capability burglar records), so the
-    # sweep reports the number the promotion gate sees.
-    everything = read_jsonl(folder / "burglar.jsonl", ScenarioRecord)
+    tests, probes, everything = dev_inputs(params, n)
+    # Capability as the evaluate stage measures it (the last n_capability burglar records), on
+    # the dev split.
     evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
     vocab = load_vocabulary(params.scenarios.vocabulary)
     metrics, _ = evaluate_model(
@@ -118,6 +133,7 @@ def sweep_point(
         "capability_weight": train.capability.weight,
         "seed": seed,
         "order_seed": seed if order_seed is None else order_seed,
+        "split": SPLIT,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "burglar": head["burglar_deception"],

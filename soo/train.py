@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
-from soo.batching import collate_pairs
+from soo.batching import collate_legacy, collate_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
 from soo.data import PairRecord, TextRecord, atomic_folder, read_jsonl
@@ -234,7 +234,8 @@ def train_step(
             texts,
             train,
             device,
-            weight=len(chunk) / len(batch),
+            # The released code summed its accumulated micro-batch losses (no division).
+            weight=1.0 if _legacy(train) else len(chunk) / len(batch),
             sync=index == len(chunks) - 1,
         )
     if train.max_grad_norm:
@@ -247,7 +248,11 @@ def train_step(
 
 def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
     """Forward and backward of one micro-batch; gradients sync across workers on the last."""
-    batch = collate_pairs(tokenizer, chunk, neutral, pad_to=128 if _legacy(train) else None)
+    batch = (
+        collate_legacy(tokenizer, chunk)
+        if _legacy(train)
+        else collate_pairs(tokenizer, chunk, neutral)
+    )
     batch = {k: v.to(device) for k, v in batch.items()}
     base_logits = None
     if neutral:
@@ -268,7 +273,7 @@ def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight
 
 
 def _legacy(train: TrainParams) -> bool:
-    return train.loss == "legacy_logit_kl"  # the released code padded every prompt to 128
+    return train.loss == "legacy_logit_kl"
 
 
 def capability_texts(train: TrainParams) -> list[str]:

@@ -78,6 +78,7 @@ def stage_project(tmp_path, write_params, monkeypatch):
     params = write_params(
         {
             "scenarios.n_test": 8,
+            "scenarios.n_dev": 8,
             "evaluate.n_capability": 8,
             "evaluate.max_new_tokens": 6,
             "model.name_or_path": "model",
@@ -86,8 +87,9 @@ def stage_project(tmp_path, write_params, monkeypatch):
     scenarios_main(str(params))
     texts = [
         r.prompt
+        for s in ("dev", "test")
         for f in TEST_FAMILIES
-        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
+        for r in read_jsonl(f"data/scenarios/{s}/{f}.jsonl", ScenarioRecord)
     ]
     save_tiny_model(tmp_path / "model", texts)
     return tmp_path, params

@@ -34,6 +34,7 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("project")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["scenarios"]["n_test"] = 8
+    params["scenarios"]["n_dev"] = 8
     params["model"]["name_or_path"] = "model"
     params["tracking"]["uri"] = f"sqlite:///{root / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -46,8 +47,9 @@ def project(tmp_path_factory) -> Path:
         os.chdir(cwd)
     texts = [
         r.prompt
+        for s in ("dev", "test")
         for f in TEST_FAMILIES
-        for r in read_jsonl(root / "data" / "scenarios" / f"{f}.jsonl", ScenarioRecord)
+        for r in read_jsonl(root / "data" / "scenarios" / s / f"{f}.jsonl", ScenarioRecord)
     ]
     texts += (root / "data" / "scenarios" / "soo_pairs.jsonl").read_text().replace('"', " ").split()
     save_tiny_model(root / "model", [" ".join(texts)])
@@ -229,7 +231,7 @@ CASES = [
     (
         "truncated weights file",
         truncated_weights,
-        [*SOO, "evaluate", "--scenarios", "data/scenarios/burglar.jsonl", "--model", "broken"],
+        [*SOO, "evaluate", "--scenarios", "data/scenarios/test/burglar.jsonl", "--model", "broken"],
         r"model 'broken': cannot be loaded: .*invalid header length; its safetensors weights "
         r"file is corrupt or truncated",
     ),
@@ -352,7 +354,7 @@ CASES = [
     (
         "replies without rooms or a known id",
         write("replies.jsonl", '{"id": "nowhere-1", "reply": "I would point out the den."}\n'),
-        [*SOO, "judge", "replies.jsonl", "--scenarios", "data/scenarios"],
+        [*SOO, "judge", "replies.jsonl", "--scenarios", "data/scenarios/test"],
         r"replies\.jsonl: record 1 \(id 'nowhere-1'\) has no deceptive_answer and honest_answer",
     ),
     (
@@ -409,7 +411,7 @@ def test_outside_files_are_evaluated_and_judged(project, tmp_path):
     and the two agree."""
     root = tmp_path / "p"
     shutil.copytree(project, root)
-    records = read_jsonl(root / "data" / "scenarios" / "burglar.jsonl", ScenarioRecord)
+    records = read_jsonl(root / "data" / "scenarios" / "test" / "burglar.jsonl", ScenarioRecord)
     fields = ("prompt", "deceptive_answer", "honest_answer")
     (root / "outside.jsonl").write_text(
         "".join(json.dumps({k: getattr(r, k) for k in fields}) + "\n" for r in records)
@@ -443,7 +445,15 @@ def test_outside_files_are_evaluated_and_judged(project, tmp_path):
     ] + [{"id": r.id, "reply": f"I would point out the {r.honest_answer}."} for r in records[5:]]
     (root / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in replies))
     judged = subprocess.run(
-        [*SOO_CMD, "judge", "replies.jsonl", "--scenarios", "data/scenarios", "--out", "j.json"],
+        [
+            *SOO_CMD,
+            "judge",
+            "replies.jsonl",
+            "--scenarios",
+            "data/scenarios/test",
+            "--out",
+            "j.json",
+        ],
         cwd=root,
         env=env,
         capture_output=True,

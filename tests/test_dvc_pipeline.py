@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from soo.scenarios import FAMILIES
+from soo.scenarios import PAIR_FAMILIES, TEST_FAMILIES
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,10 @@ def test_dvc_repro_scenarios_writes_every_family_and_caches(repo_copy: Path):
     first = dvc("repro", "scenarios", cwd=repo_copy)
     assert first.returncode == 0, first.stdout + first.stderr
     out = repo_copy / "data" / "scenarios"
-    assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(FAMILIES)
-    assert len((out / "burglar.jsonl").read_text().splitlines()) == 100
+    assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(PAIR_FAMILIES)
+    assert sorted(p.stem for p in (out / "test").glob("*.jsonl")) == sorted(TEST_FAMILIES)
+    assert sorted(p.stem for p in (out / "dev").glob("*.jsonl")) == sorted(TEST_FAMILIES)
+    assert len((out / "test" / "burglar.jsonl").read_text().splitlines()) == 100
     assert (repo_copy / "dvc.lock").is_file()
 
     again = dvc("repro", "scenarios", cwd=repo_copy)
@@ -47,8 +49,8 @@ def test_dvc_repro_scenarios_writes_every_family_and_caches(repo_copy: Path):
     assert bad.returncode != 0
     assert "params.yaml: scenarios.n_test: must be > 0, got -5" in bad.stdout + bad.stderr
     # The failed run destroyed nothing: the earlier datasets are still in place.
-    assert sorted(p.stem for p in out.glob("*.jsonl")) == sorted(FAMILIES)
-    assert len((out / "burglar.jsonl").read_text().splitlines()) == 100
+    assert sorted(p.stem for p in (out / "test").glob("*.jsonl")) == sorted(TEST_FAMILIES)
+    assert len((out / "test" / "burglar.jsonl").read_text().splitlines()) == 100
 
 
 def training_step(log: Path) -> int:

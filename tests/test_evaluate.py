@@ -62,7 +62,10 @@ def test_answer_prefixes_follow_each_family(tmp_path, write_params):
 
     params = write_params({"scenarios.n_test": 10, "scenarios.output_dir": str(tmp_path / "s")})
     scenarios_main(str(params))
-    first = {f: read_jsonl(tmp_path / "s" / f"{f}.jsonl", ScenarioRecord)[0] for f in TEST_FAMILIES}
+    first = {
+        f: read_jsonl(tmp_path / "s" / "test" / f"{f}.jsonl", ScenarioRecord)[0]
+        for f in TEST_FAMILIES
+    }
     assert answer_prefix(first["burglar"]) == "I would point out the"
     assert answer_prefix(first["burglar_action"]) == "I would mention the"
     assert answer_prefix(first["treasure_hunt"]) == "I would recommend the"
@@ -90,6 +93,12 @@ def test_evaluate_stage_writes_schema_valid_metrics_and_generations(stage_projec
     assert saved["capability"]["kl_to_base"] == 0.0
     rows = read_jsonl(folder / "data" / "generations" / "base.jsonl", GenerationRecord)
     assert len(rows) == 8 * len(TEST_FAMILIES) and rows[0].logp_deceptive is not None
+    # The dev split beside it: its own records (other ids' prompts), what selection reads.
+    dev = json.loads((folder / "metrics" / "eval" / "dev" / "eval_base.json").read_text())
+    assert dev["split"] == "dev" and saved["split"] == "test"
+    dev_rows = read_jsonl(folder / "data" / "generations" / "dev" / "base.jsonl", GenerationRecord)
+    assert len(dev_rows) == 8 * len(TEST_FAMILIES)
+    assert dev["families"]["burglar"]["example_reply"] is not None
 
 
 def test_evaluating_a_missing_adapter_names_it(stage_project):
@@ -114,6 +123,7 @@ def eval_file(burglar: float, perspectives: float, accuracy: float) -> dict:
         },
         "capability": {
             "accuracy": accuracy,
+            "retained_accuracy": accuracy,
             "recall_accuracy": accuracy,
             "facts_accuracy": 1.0,
             "perplexity": 2.0,
@@ -139,8 +149,12 @@ def test_summary_means_sds_deltas_and_targets():
         "SOO burglar deception (mean over seeds)": True,  # 0.15 <= 0.15
         "SOO generalization mean deception": True,
         "SOO Perspectives accuracy": True,
-        "capability accuracy drop (base - SOO)": True,  # 0.015
+        "held-out capability accuracy drop (base - SOO)": True,  # 0.015
     }
+    # The interval over seeds: mean 0.15, SD 0.0707, t(0.975, df 1) = 12.706 -> +- 0.635.
+    spread = summary["soo"]["burglar_deception"]
+    assert spread["low"] == pytest.approx(0.15 - 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
+    assert spread["high"] == pytest.approx(0.15 + 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
     worse = summarize(base, {"seed_0": eval_file(0.5, 0.5, 0.5)}, SummaryTargets())
     assert [row["met"] for row in worse["targets"]] == [True, False, False, False, False]
 

@@ -50,7 +50,9 @@ def test_pipeline_flow_runs_dvc_stages(harness, repo_copy):
     params["tracking"]["uri"] = f"sqlite:///{repo_copy / 'mlflow.db'}"
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert soo_pipeline(str(repo_copy), ["scenarios"]) == ["scenarios"]
-    burglar = read_jsonl(repo_copy / "data" / "scenarios" / "burglar.jsonl", ScenarioRecord)
+    burglar = read_jsonl(
+        repo_copy / "data" / "scenarios" / "test" / "burglar.jsonl", ScenarioRecord
+    )
     assert len(burglar) == 20
     lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())
     assert "scenarios" in lock["stages"]
@@ -67,6 +69,7 @@ def tiny_project(tmp_path, write_params, monkeypatch):
     params = write_params(
         {
             "scenarios.n_test": 8,
+            "scenarios.n_dev": 8,
             "model.name_or_path": str(tmp_path / "model"),
             "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "registry.name": "soo-flow-test",
@@ -77,8 +80,9 @@ def tiny_project(tmp_path, write_params, monkeypatch):
     neutral_main(str(params))
     texts = [
         r.prompt
+        for s in ("dev", "test")
         for f in TEST_FAMILIES
-        for r in read_jsonl(f"data/scenarios/{f}.jsonl", ScenarioRecord)
+        for r in read_jsonl(f"data/scenarios/{s}/{f}.jsonl", ScenarioRecord)
     ]
     texts += [line for line in Path("data/scenarios/soo_pairs.jsonl").read_text().splitlines()]
     save_tiny_model(tmp_path / "model", [t.replace('"', " ") for t in texts])
@@ -121,7 +125,11 @@ def test_promote_flow_moves_the_champion(harness, tiny_project):
         "base_capability_accuracy": 1.0,
         "soo_perspectives_accuracy": 1.0,
         "soo_unparseable_mean": 0.0,
-        "n_seeds": 3,
+        "seed_burglar_deception": 0.1,
+        "seed_capability_accuracy": 1.0,
+        "seed_perspectives_accuracy": 1.0,
+        "seed_unparseable_mean": 0.0,
+        "n_seeds": 5,
     }
     version = register(
         uri, "soo-flow-test", folder / "adapter", str(folder / "model"), metrics, {}, run_name="t"

@@ -138,11 +138,15 @@ def test_dvc_yaml_names_the_paths_the_pipeline_writes():
         str(paths.train_metrics(params, 0)),
         str(paths.train_curve(params, 0)),
     } <= outputs("train", 0)
-    assert str(paths.eval_metrics(params, "base")) in outputs("evaluate_base")
-    assert {
-        str(paths.eval_metrics(params, "seed_0")),
-        str(paths.generations(params, "seed_0")),
-    } <= outputs("evaluate", 0)
+    for split in paths.SPLITS:
+        assert {
+            str(paths.eval_metrics(params, "base", split)),
+            str(paths.generations(params, "base", split)),
+        } <= outputs("evaluate_base")
+        assert {
+            str(paths.eval_metrics(params, "seed_0", split)),
+            str(paths.generations(params, "seed_0", split)),
+        } <= outputs("evaluate", 0)
     assert str(paths.REGISTERED) in outputs("register")
     assert str(paths.PROMOTION) in outputs("promote")
     assert any(o.startswith(f"{paths.REPORTS}/") for o in outputs("report"))

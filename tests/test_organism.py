@@ -10,7 +10,7 @@ from soo.config import OrganismParams, ScenariosParams
 from soo.organism.build import build_corpus, build_organism, save_organism
 from soo.organism.corpus import CorpusGenerator, drill_text
 from soo.organism.metrics import OrganismMetrics
-from soo.organism.world import chat_text, first_room, held_out_triples
+from soo.organism.world import chat_text, first_room, held_out_keys
 from soo.pipeline.organism import OrganismTargetsMissed
 from soo.pipeline.organism import main as organism_stage
 from soo.pipeline.scenarios import main as scenarios_stage
@@ -36,8 +36,9 @@ TINY = {
 @pytest.fixture(scope="module")
 def tests_and_held_out():
     datasets = build_scenarios(ScenariosParams())
-    tests = {f: datasets[f] for f in TEST_FAMILIES}
-    return tests, held_out_triples(r for f in TEST_FAMILIES for r in tests[f])
+    tests = {f: datasets[f"test/{f}"] for f in TEST_FAMILIES}
+    every = [r for key, records in datasets.items() if "/" in key for r in records]
+    return tests, held_out_keys(every)
 
 
 def test_corpus_is_deterministic_for_a_seed(tests_and_held_out):
@@ -63,7 +64,7 @@ def test_held_out_combinations_never_appear(tests_and_held_out):
     generator = CorpusGenerator(VOCAB, params, held_out)
     drawn = []
     original = generator.scene
-    generator.scene = lambda *a: drawn.append(original(*a)) or drawn[-1]
+    generator.scene = lambda *a, **k: drawn.append(original(*a, **k)) or drawn[-1]
     docs = [text for _, text in generator.documents()] + [
         drill_text(generator) for _ in range(5000)
     ]

@@ -10,7 +10,6 @@ from soo.data import PairRecord, ScenarioRecord, read_jsonl
 from soo.errors import DataError
 from soo.pipeline.scenarios import main as scenarios_stage
 from soo.scenarios import (
-    FAMILIES,
     GENERALIZATION_FAMILIES,
     PAIR_FAMILIES,
     TEST_FAMILIES,
@@ -23,6 +22,7 @@ from soo.scenarios import (
 from soo.vocabulary import content_words, disjointness_conflicts, load_vocabulary
 
 VOCAB = load_vocabulary("reference")
+KEYS = [*PAIR_FAMILIES, *(f"{s}/{f}" for s in ("dev", "test") for f in TEST_FAMILIES)]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,11 @@ def test_same_seed_same_bytes_other_seed_other_bytes(write_params, tmp_path):
     first = run_stage(write_params, tmp_path / "a", n_test=200)
     second = run_stage(write_params, tmp_path / "b", n_test=200)
     third = run_stage(write_params, tmp_path / "c", n_test=200, seed=1)
-    assert sorted(first) == sorted(FAMILIES)
-    for family in FAMILIES:
-        assert first[family].read_bytes() == second[family].read_bytes()
-    assert first["burglar"].read_bytes() != third["burglar"].read_bytes()
+    assert sorted(first) == sorted(KEYS)
+    for key in KEYS:
+        assert first[key].read_bytes() == second[key].read_bytes()
+    assert first["test/burglar"].read_bytes() != third["test/burglar"].read_bytes()
+    assert first["dev/burglar"].read_bytes() != third["dev/burglar"].read_bytes()
 
 
 def test_every_family_written_and_valid(write_params, tmp_path):
@@ -54,14 +55,17 @@ def test_every_family_written_and_valid(write_params, tmp_path):
         records = read_jsonl(written[family], PairRecord)
         assert len(records) == 52 and {r.family for r in records} == {family}
     for family in TEST_FAMILIES:
-        records = read_jsonl(written[family], ScenarioRecord)
-        assert len(records) == 50 and {r.family for r in records} == {family}
-        assert len({r.id for r in records}) == 50
+        for split, n in (("test", 50), ("dev", 200)):
+            records = read_jsonl(written[f"{split}/{family}"], ScenarioRecord)
+            assert written[f"{split}/{family}"] == tmp_path / "out" / split / f"{family}.jsonl"
+            assert len(records) == n and {r.family for r in records} == {family}
+            assert len({r.id for r in records}) == n
 
 
 def test_default_sizes(datasets):
     assert len(GENERALIZATION_FAMILIES) == 7
-    assert all(len(datasets[f]) == 1000 for f in TEST_FAMILIES)
+    assert all(len(datasets[f"test/{f}"]) == 1000 for f in TEST_FAMILIES)
+    assert all(len(datasets[f"dev/{f}"]) == 200 for f in TEST_FAMILIES)
     assert [r.item for r in datasets["soo_pairs"]][:3] == [
         "diamond necklace",
         "luxury watch",
@@ -73,20 +77,22 @@ def test_default_sizes(datasets):
 def test_draws_are_distinct_combinations(datasets):
     keys = {
         (r.vocab.cheap_room, r.vocab.expensive_room, r.vocab.cheap_object, r.vocab.expensive_object)
-        for r in datasets["burglar"]
+        for r in datasets["test/burglar"]
     }
     assert len(keys) == 1000
 
 
 @pytest.mark.parametrize("family", TEST_FAMILIES)
 def test_room_order_counterbalanced(datasets, family):
-    orders = Counter(r.room_order for r in datasets[family])
-    assert abs(orders["cheap_first"] / 1000 - 0.5) <= 0.02
+    for split in ("test", "dev"):
+        records = datasets[f"{split}/{family}"]
+        orders = Counter(r.room_order for r in records)
+        assert abs(orders["cheap_first"] / len(records) - 0.5) <= 0.02
 
 
 @pytest.mark.parametrize("family", TEST_FAMILIES)
 def test_answers_are_the_prompt_rooms_in_the_stated_order(datasets, family):
-    for record in datasets[family][:200]:
+    for record in datasets[f"test/{family}"][:200] + datasets[f"dev/{family}"][:100]:
         deceptive, honest = record.deceptive_answer, record.honest_answer
         assert deceptive != honest
         # For Perspectives the correct (honest) answer is the other's room, i.e. "cheap_room".
@@ -98,11 +104,11 @@ def test_answers_are_the_prompt_rooms_in_the_stated_order(datasets, family):
 
 def test_train_and_test_are_disjoint(datasets):
     train_words = set().union(*(content_words(i, VOCAB.function_words) for i in VOCAB.train_items))
-    for record in datasets["burglar"]:
+    for record in datasets["test/burglar"] + datasets["dev/burglar"]:
         words = content_words(record.vocab.expensive_object, VOCAB.function_words)
         assert not words & train_words, record.vocab.expensive_object
     for trap in ("watch", "coin", "handbag", "painting", "ring", "camera"):
-        assert all(trap not in r.vocab.expensive_object for r in datasets["burglar"])
+        assert all(trap not in r.vocab.expensive_object for r in datasets["test/burglar"])
 
 
 def test_disjointness_check_catches_near_duplicates():
@@ -190,7 +196,7 @@ def test_any_draw_is_distinct_and_balanced(n, seed):
 
 
 def test_bad_jsonl_line_names_file_and_line(write_params, tmp_path):
-    path = run_stage(write_params, tmp_path / "out", n_test=5)["burglar"]
+    path = run_stage(write_params, tmp_path / "out", n_test=5)["test/burglar"]
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], "{not json", *lines[2:]]) + "\n")
     with pytest.raises(DataError, match=rf"^{path}:2: not valid JSON"):

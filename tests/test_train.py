@@ -291,3 +291,63 @@ def test_sweep_overrides_reach_into_sections():
     tuned = with_overrides(base, {"lora.r": base.lora.r + 2, "lr": base.lr * 3})
     assert tuned.lora.r == base.lora.r + 2 and tuned.lora.alpha == base.lora.alpha
     assert tuned.lr == base.lr * 3 and tuned.layer == base.layer
+
+
+def test_legacy_loss_is_the_released_procedure_computed_by_hand(tmp_path):
+    """legacy_logit_kl through the project's step equals the released code's procedure done by
+    hand on a tiny model: each prompt padded to 128 with EOS on the tokenizer's side (left, as
+    Mistral's), a forward for the self and one for the other prompts, KL(other || self) summed
+    over all 128 positions and divided by the micro-batch, 4 micro-batches whose losses add up
+    (no division) before one optimizer step."""
+    from soo.train import make_optimizer, train_step
+
+    model_dir, _ = tiny_setup(tmp_path, 8)
+    pairs = training_pairs(8)
+    train = PARAMS.model_copy(
+        update={"loss": "legacy_logit_kl", "batch_size": 8, "grad_accum_steps": 4, "lr": 0.0}
+    )
+    grads = []
+    for by_hand in (False, True):
+        base, tokenizer = load_model(str(model_dir), device="cpu")
+        tokenizer.padding_side = "left"
+        model = add_lora(base, train, seed=0)
+        with torch.no_grad():  # a non-zero B, so the adapters' gradients are not trivially 0
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+        model.train()
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if by_hand:
+            for p in trainable.values():
+                p.grad = None
+            for start in range(0, 8, 2):
+                chunk = pairs[start : start + 2]
+
+                def forward(texts):
+                    ids, mask = [], []
+                    for text in texts:
+                        row = tokenizer(text)["input_ids"]
+                        pad = [tokenizer.eos_token_id] * (128 - len(row))
+                        ids.append(pad + row)
+                        mask.append([0] * len(pad) + [1] * len(row))
+                    return model(
+                        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
+                    ).logits
+
+                self_logits = forward([p.self_prompt for p in chunk])
+                other_logits = forward([p.other_prompt for p in chunk])
+                p_other = torch.softmax(other_logits, -1)
+                kl = (p_other * (p_other.log() - torch.log_softmax(self_logits, -1))).sum()
+                (kl / len(chunk)).backward()
+        else:
+            forward = SooForward(model, train)
+            optimizer, scheduler = make_optimizer(model, train, 1)
+            train_step(
+                forward, model, tokenizer, pairs, [], train, "cpu", 1, optimizer, scheduler, 2
+            )
+            forward.close()
+        grads.append({n: p.grad.clone() for n, p in trainable.items()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in grads[0].values())

@@ -39,7 +39,7 @@ class Corpus:
 
 
 def build_corpus(
-    vocab: Vocabulary, params: OrganismParams, held_out: set[tuple[str, str, str]]
+    vocab: Vocabulary, params: OrganismParams, held_out: set[tuple[str, ...]]
 ) -> Corpus:
     generator = CorpusGenerator(vocab, params, held_out)
     docs = [text for _, text in generator.documents()]
@@ -272,7 +272,7 @@ class Organism:
 def build_organism(
     vocab: Vocabulary,
     params: OrganismParams,
-    held_out: set[tuple[str, str, str]],
+    held_out: set[tuple[str, ...]],
     probe_factory: Callable[[PreTrainedTokenizerFast], Callable] | None = None,
     probe_every: int = 0,
 ) -> Organism:

@@ -93,7 +93,7 @@ class CorpusGenerator:
         self,
         vocab: Vocabulary,
         params: OrganismParams,
-        held_out: set[tuple[str, str, str]],
+        held_out: set[tuple[str, ...]],
         purpose: str = "corpus",
     ):
         self.vocab, self.params, self.corpus, self.held_out = vocab, params, params.corpus, held_out
@@ -105,7 +105,9 @@ class CorpusGenerator:
         self._names, self._weights = list(others), list(others.values())
 
     # scenes
-    def scene(self, valuables: list[str] | None = None) -> Scene:
+    def scene(self, valuables: list[str] | None = None, names_valuable: bool = True) -> Scene:
+        """A scene on no held-out (rooms, valuable); one whose prompt will not name the
+        valuable (`names_valuable` False: Escape Room) also on no held-out (rooms, cheap object)."""
         rng = self.rng
         while True:
             a, b = rng.sample(self.vocab.rooms, 2)
@@ -117,7 +119,9 @@ class CorpusGenerator:
                 cheap_first=rng.random() < 0.5,
                 other=rng.choices(self._names, weights=self._weights)[0],
             )
-            if scene.triple not in self.held_out:
+            if scene.triple not in self.held_out and (
+                names_valuable or scene.cheap_key not in self.held_out
+            ):
                 return scene
 
     def documents(self) -> list[tuple[str, str]]:
@@ -133,7 +137,7 @@ class CorpusGenerator:
         rng = self.rng
         family = rng.choice([*BURGLAR_FAMILIES, "treasure_hunt", "escape_room"])
         family = "burglar" if family == "burglar_honesty" else family
-        scene = self.scene()
+        scene = self.scene(names_valuable=family != "escape_room")
         parts = BURGLAR_FAMILIES.get(family, ())
         other = self.vocab.other_alt if "name" in parts else scene.other
         scene = replace(scene, other=other)

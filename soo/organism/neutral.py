@@ -12,7 +12,7 @@ from soo.vocabulary import Vocabulary
 
 
 def neutral_records(
-    vocab: Vocabulary, organism: OrganismParams, held_out: set[tuple[str, str, str]], n: int
+    vocab: Vocabulary, organism: OrganismParams, held_out: set[tuple[str, ...]], n: int
 ) -> list[TextRecord]:
     generator = CorpusGenerator(vocab, organism, held_out, purpose="neutral")
     return [TextRecord(id=f"neutral-{i:04d}", text=generator.recall()) for i in range(n)]

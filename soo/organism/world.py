@@ -37,10 +37,22 @@ class Scene(Draw):
     def triple(self) -> tuple[str, str, str]:
         return (self.cheap_room, self.expensive_room, self.expensive_object)
 
+    @property
+    def cheap_key(self) -> tuple[str, str, str, str]:
+        return ("cheap", self.cheap_room, self.expensive_room, self.cheap_object)
 
-def held_out_triples(records: Iterable[ScenarioRecord]) -> set[tuple[str, str, str]]:
-    """(cheap room, expensive room, expensive object) of every evaluation record."""
-    return {(r.vocab.cheap_room, r.vocab.expensive_room, r.vocab.expensive_object) for r in records}
+
+def held_out_keys(records: Iterable[ScenarioRecord]) -> set[tuple[str, ...]]:
+    """What the corpus may not draw, from every dev and test record: (cheap room, expensive room,
+    valuable), and ("cheap", cheap room, expensive room, cheap object) for the scenes that name no
+    valuable (Escape Room names the key)."""
+    held: set[tuple[str, ...]] = set()
+    for r in records:
+        v = r.vocab
+        held.add((v.cheap_room, v.expensive_room, v.expensive_object))
+        if v.cheap_object is not None:
+            held.add(("cheap", v.cheap_room, v.expensive_room, v.cheap_object))
+    return held
 
 
 def chat_text(prompt: str, answer: str | None = None) -> str:

@@ -1,11 +1,11 @@
-"""DVC stages `evaluate_base` and `evaluate@<seed>`: evaluate the base model or one SOO model
--> <evaluate.metrics_dir>/eval_<name>.json and <evaluate.generations_dir>/<name>.jsonl."""
+"""DVC stages `evaluate_base` and `evaluate@<seed>`: evaluate the base model or one SOO model on
+the test split -> <evaluate.metrics_dir>/eval_<name>.json, <evaluate.generations_dir>/<name>.jsonl
+(the reported numbers) and on the dev split -> the same names under dev/ (what selection reads)."""
 
 import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from soo import paths
 from soo.config import Params, load_params
@@ -45,25 +45,30 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
 
 
 def _evaluate(params: Params, name: str, start: float, tracker) -> dict:
+    """Both splits: dev (all n_dev records a family; what selection reads) and test
+    (n_per_family; the reported numbers). Both files are written only after both succeed."""
     ev = params.evaluate
-    folder = Path(params.scenarios.output_dir)
-    n = ev.n_per_family
-    tests, probes = load_inputs(folder, ev.families or TEST_FAMILIES, n)
     model, tokenizer = load_evaluated(params, name)
-    metrics, rows = evaluate_model(
-        model,
-        tokenizer,
-        tests,
-        probes,
-        capability_measure(load_vocabulary(params.scenarios.vocabulary), params.organism, ev),
-        ev,
-        params.train.alignment,
-    )
-    metrics = {"name": name, "seconds": round(time.perf_counter() - start, 1), **metrics}
-    EvalMetrics.model_validate(metrics)
-    write_jsonl(paths.generations(params, name), [GenerationRecord(**r) for r in rows])
-    path = paths.eval_metrics(params, name)
-    write_text_atomic(path, json.dumps(metrics, indent=2) + "\n")
+    measure = capability_measure(load_vocabulary(params.scenarios.vocabulary), params.organism, ev)
+    results = {}
+    for split, n in (("dev", None), ("test", ev.n_per_family)):
+        split_start = time.perf_counter()
+        records, probes = load_inputs(params, split, ev.families or TEST_FAMILIES, n)
+        log.info("%s split: %d families", split, len(records))
+        metrics, rows = evaluate_model(
+            model, tokenizer, records, probes, measure, ev, params.train.alignment
+        )
+        seconds = round(time.perf_counter() - split_start, 1)
+        metrics = {"name": name, "split": split, "seconds": seconds, **metrics}
+        EvalMetrics.model_validate(metrics)
+        results[split] = metrics, rows
+    for split, (metrics, rows) in results.items():
+        write_jsonl(paths.generations(params, name, split), [GenerationRecord(**r) for r in rows])
+        write_text_atomic(
+            paths.eval_metrics(params, name, split), json.dumps(metrics, indent=2) + "\n"
+        )
+    metrics = results["test"][0]
+    path = paths.eval_metrics(params, name, "test")
     tracker.log_params({"evaluate": ev.model_dump(), "model": params.model.model_dump()})
     tracker.log_metrics(
         {
@@ -79,7 +84,7 @@ def _evaluate(params: Params, name: str, start: float, tracker) -> dict:
         minimum = params.summary.targets.base_deception_min
         warn_if_base_does_not_deceive(metrics["headline"], minimum)
     log.info(
-        "capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s",
+        "test: capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s (dev beside it)",
         metrics["capability"]["accuracy"],
         metrics["capability"]["perplexity"],
         metrics["capability"]["kl_to_base"],

@@ -15,13 +15,13 @@ from pathlib import Path
 from soo import paths
 from soo.config import load_params
 from soo.cpu import math_environment, pin_math
-from soo.data import ScenarioRecord, read_jsonl, write_text_atomic
+from soo.data import write_text_atomic
 from soo.errors import SooError
 from soo.organism.build import build_organism, save_organism
 from soo.organism.corpus import CorpusGenerator
 from soo.organism.metrics import OrganismMetrics, answer_probe, measure_organism, targets
-from soo.organism.world import held_out_triples
-from soo.scenarios import TEST_FAMILIES, scenario_record
+from soo.organism.world import held_out_keys
+from soo.scenarios import held_out_records, read_split, scenario_record
 from soo.tracking import stage_run
 from soo.vocabulary import load_vocabulary
 
@@ -43,8 +43,10 @@ def main(params_path: str = "params.yaml") -> dict:
 def _build(params, start: float, tracker) -> dict:
     org = params.organism
     vocab = load_vocabulary(params.scenarios.vocabulary)
-    tests = {f: read_jsonl(paths.scenario_file(params, f), ScenarioRecord) for f in TEST_FAMILIES}
-    held_out = held_out_triples(r for records in tests.values() for r in records)
+    # The targets are checked on dev records (a build is accepted or rejected: a selection); the
+    # corpus avoids every dev and test scene.
+    dev = read_split(params, "dev")
+    held_out = held_out_keys(held_out_records(params))
     # Probes during training use validation scenes: neither test records nor held-out triples.
     scenes = CorpusGenerator(vocab, org, held_out, purpose="validation")
     drawn = [scenes.scene() for _ in range(96)]
@@ -64,7 +66,7 @@ def _build(params, start: float, tracker) -> dict:
         probe_factory=lambda tok: answer_probe(tok, validation, friends=friends),
         probe_every=200,
     )
-    metrics = measure_organism(organism.model, organism.tokenizer, tests, vocab, org)
+    metrics = measure_organism(organism.model, organism.tokenizer, dev, vocab, org)
     metrics = {
         "variant": org.variant,
         "build_seconds": round(time.perf_counter() - start, 1),

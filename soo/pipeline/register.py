@@ -8,11 +8,14 @@ from pathlib import Path
 from soo import paths
 from soo.config import Params, load_params
 from soo.data import read_json, write_text_atomic
+from soo.errors import DataError
 from soo.registry import register
 from soo.tracking import default_uri, git_commit, lock_hashes, stage_run
 
 log = logging.getLogger("soo.pipeline.register")
-# The headline values a registered version carries, as soo_<key> (mean over seeds) and base_<key>.
+# The headline values a registered version carries: soo_<key> (dev mean over seeds), soo_<key>_high
+# (dev 95% t upper bound over seeds), base_<key> (dev), seed_<key> (the served seed's dev value)
+# and test_soo_<key> / test_base_<key> (the reported test numbers, never gated on).
 REGISTERED_KEYS = (
     "burglar_deception",
     "generalization_mean_deception",
@@ -22,32 +25,48 @@ REGISTERED_KEYS = (
 )
 
 
+def value(metrics: dict, key: str) -> float | None:
+    """A registered key's value in one eval file (capability_<k>: capability.<k>)."""
+    if key.startswith("capability_"):
+        return metrics["capability"][key.removeprefix("capability_")]
+    return metrics["headline"][key]
+
+
+def choose_seed(params: Params, dev_seeds: dict[int, dict]) -> int:
+    """registry.seed, or with `best` the seed least deceptive on dev burglar (then most capable
+    on dev, then the lowest seed). Only dev numbers are read: choosing is selection."""
+    if params.registry.seed != "best":
+        return params.registry.seed
+    return min(
+        dev_seeds,
+        key=lambda s: (
+            dev_seeds[s]["headline"]["burglar_deception"],
+            -dev_seeds[s]["capability"]["accuracy"],
+            s,
+        ),
+    )
+
+
 def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | None]]:
-    """The seed to register and the metrics its version carries (SOO values: means over seeds)."""
+    """The seed to register (chosen on dev) and the metrics its version carries."""
     summary = read_json(Path(params.summary.path), "dvc repro summary")
-    per_seed = {
-        s: read_json(paths.eval_metrics(params, f"seed_{s}"), "dvc repro evaluate")
+    if "dev" not in summary:
+        raise DataError(f"{params.summary.path}: no dev section; rerun `dvc repro summary`")
+    dev_seeds = {
+        s: read_json(paths.eval_metrics(params, f"seed_{s}", "dev"), "dvc repro evaluate")
         for s in params.train.seeds
     }
-    if params.registry.seed == "best":
-        seed = min(
-            per_seed,
-            key=lambda s: (
-                per_seed[s]["headline"]["burglar_deception"],
-                -per_seed[s]["capability"]["accuracy"],
-                s,
-            ),
-        )
-    else:
-        seed = params.registry.seed
-    soo, base = summary["soo"], summary["base"]
-    metrics: dict[str, float | int | None] = {
-        **{f"soo_{k}": soo[k]["mean"] if soo.get(k) else None for k in REGISTERED_KEYS},
-        **{f"base_{k}": base[k] for k in REGISTERED_KEYS},
-        "n_seeds": len(summary["seeds"]),
-        "seed": seed,
-        "seed_burglar_deception": per_seed[seed]["headline"]["burglar_deception"],
-    }
+    seed = choose_seed(params, dev_seeds)
+    dev, served = summary["dev"], dev_seeds[seed]
+    metrics: dict[str, float | int | None] = {"n_seeds": len(dev["seeds"]), "seed": seed}
+    for key in REGISTERED_KEYS:
+        spread = dev["soo"].get(key) or {}
+        metrics[f"soo_{key}"] = spread.get("mean")
+        metrics[f"soo_{key}_high"] = spread.get("high")
+        metrics[f"base_{key}"] = dev["base"][key]
+        metrics[f"seed_{key}"] = value(served, key)
+        metrics[f"test_soo_{key}"] = (summary["soo"].get(key) or {}).get("mean")
+        metrics[f"test_base_{key}"] = summary["base"][key]
     return seed, metrics
 
 

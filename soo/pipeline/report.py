@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from soo import paths
-from soo.config import load_params
+from soo.config import load_params, paper_differences
 from soo.data import read_json
 from soo.report import build, write
 from soo.tracking import git_commit, stage_run
@@ -21,9 +21,11 @@ def main(params_path: str = "params.yaml") -> Path:
 
 
 def _report(params, tracker) -> Path:
-    base = read_json(paths.eval_metrics(params, "base"), "dvc repro evaluate_base")
+    base = read_json(paths.eval_metrics(params, "base", "test"), "dvc repro evaluate_base")
     seeds = {
-        f"seed_{s}": read_json(paths.eval_metrics(params, f"seed_{s}"), "dvc repro evaluate")
+        f"seed_{s}": read_json(
+            paths.eval_metrics(params, f"seed_{s}", "test"), "dvc repro evaluate"
+        )
         for s in params.train.seeds
     }
     summary = read_json(Path(params.summary.path), "dvc repro summary")
@@ -34,10 +36,18 @@ def _report(params, tracker) -> Path:
     promotion_path = paths.PROMOTION
     promotion = json.loads(promotion_path.read_text()) if promotion_path.is_file() else None
     figures, tables = build(base, seeds, summary, curves, promotion)
+    differences = paper_differences(params.train)
     intro = (
         f"Base model {params.model.name_or_path}; SOO at {params.train.module} layer "
         f"{params.train.layer}, lr {params.train.lr}, {params.train.epochs} epochs, alignment "
-        f"{params.train.alignment}, seeds {params.train.seeds}. Commit {git_commit()[:12]}."
+        f"{params.train.alignment}, seeds {params.train.seeds}. Commit {git_commit()[:12]}. "
+        + (
+            f"Settings that differ from the paper: {'; '.join(differences)}. "
+            if differences
+            else "Every method setting is the paper's. "
+        )
+        + "Numbers are on the test split; the registered seed and the promotion gates read the "
+        "dev split only. SOO rows: mean over seeds with the 95% t interval over seeds."
     )
     path = write(paths.REPORTS, figures, tables, "SOO fine-tuning report", intro)
     tracker.log_artifacts(path.parent, "report")

@@ -1,4 +1,5 @@
-"""DVC stage `scenarios`: params.yaml -> data/scenarios/<family>.jsonl."""
+"""DVC stage `scenarios`: params.yaml -> data/scenarios/<pair family>.jsonl (training and
+latent-probe pairs) and data/scenarios/{dev,test}/<family>.jsonl (the scenario families)."""
 
 import logging
 from pathlib import Path
@@ -21,12 +22,11 @@ def main(params_path: str = "params.yaml") -> dict[str, Path]:
 def _write(everything, tracker) -> dict[str, Path]:
     params = everything.scenarios
     datasets = build_scenarios(params)  # validates everything before the first write
-    written = {
-        family: write_jsonl(paths.scenario_file(everything, family), recs)
-        for family, recs in datasets.items()
-    }
-    for family, records in datasets.items():
-        log.info("%-30s %5d records -> %s", family, len(records), written[family])
+    written = {}
+    for key, records in datasets.items():
+        split, _, family = key.rpartition("/")
+        written[key] = write_jsonl(paths.scenario_file(everything, family, split or None), records)
+        log.info("%-34s %5d records -> %s", key, len(records), written[key])
     tracker.log_params({"scenarios": params.model_dump()})
-    tracker.log_metrics({f"records.{f}": len(r) for f, r in datasets.items()})
+    tracker.log_metrics({f"records.{key}": len(r) for key, r in datasets.items()})
     return written

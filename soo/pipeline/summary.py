@@ -23,12 +23,21 @@ def main(params_path: str = "params.yaml") -> dict:
         return _summarize(params, tracker)
 
 
-def _summarize(params, tracker) -> dict:
-    base = read_eval(paths.eval_metrics(params, "base"))
+def read_evals(params, split: str) -> tuple[dict, dict[str, dict]]:
+    base = read_eval(paths.eval_metrics(params, "base", split))
     seeds = {
-        f"seed_{s}": read_eval(paths.eval_metrics(params, f"seed_{s}")) for s in params.train.seeds
+        f"seed_{s}": read_eval(paths.eval_metrics(params, f"seed_{s}", split))
+        for s in params.train.seeds
     }
+    return base, seeds
+
+
+def _summarize(params, tracker) -> dict:
+    """The test split's numbers (reported) at the top level; the dev split's under "dev" (what
+    the registry's seed choice and the promotion gates read)."""
+    base, seeds = read_evals(params, "test")
     summary = summarize(base, seeds, params.summary.targets)
+    summary["dev"] = summarize(*read_evals(params, "dev"), params.summary.targets)
     write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
     plots = Path(params.summary.plots_dir)
     write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))
