@@ -293,6 +293,17 @@ def test_sweep_overrides_reach_into_sections():
     assert tuned.lr == base.lr * 3 and tuned.layer == base.layer
 
 
+def released_forward(model, tokenizer, texts):
+    """The released code's forward: each prompt left-padded to 128 tokens with EOS."""
+    ids, mask = [], []
+    for text in texts:
+        row = tokenizer(text)["input_ids"]
+        pad = [tokenizer.eos_token_id] * (128 - len(row))
+        ids.append(pad + row)
+        mask.append([0] * len(pad) + [1] * len(row))
+    return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits
+
+
 def test_legacy_loss_is_the_released_procedure_computed_by_hand(tmp_path):
     """legacy_logit_kl through the project's step equals the released code's procedure done by
     hand on a tiny model: each prompt padded to 128 with EOS on the tokenizer's side (left, as
@@ -323,19 +334,8 @@ def test_legacy_loss_is_the_released_procedure_computed_by_hand(tmp_path):
             for start in range(0, 8, 2):
                 chunk = pairs[start : start + 2]
 
-                def forward(texts):
-                    ids, mask = [], []
-                    for text in texts:
-                        row = tokenizer(text)["input_ids"]
-                        pad = [tokenizer.eos_token_id] * (128 - len(row))
-                        ids.append(pad + row)
-                        mask.append([0] * len(pad) + [1] * len(row))
-                    return model(
-                        input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)
-                    ).logits
-
-                self_logits = forward([p.self_prompt for p in chunk])
-                other_logits = forward([p.other_prompt for p in chunk])
+                self_logits = released_forward(model, tokenizer, [p.self_prompt for p in chunk])
+                other_logits = released_forward(model, tokenizer, [p.other_prompt for p in chunk])
                 p_other = torch.softmax(other_logits, -1)
                 kl = (p_other * (p_other.log() - torch.log_softmax(self_logits, -1))).sum()
                 (kl / len(chunk)).backward()
