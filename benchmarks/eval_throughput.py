@@ -45,7 +45,9 @@ def one_at_a_time(model, tokenizer, prompts: list[str], max_new_tokens: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "organism"))
-    parser.add_argument("--scenarios", default=str(ROOT / "data" / "scenarios" / "burglar.jsonl"))
+    parser.add_argument(
+        "--scenarios", default=str(ROOT / "data" / "scenarios" / "test" / "burglar.jsonl")
+    )
     parser.add_argument("--n", type=int, default=256, help="prompts")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=75)

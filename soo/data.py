@@ -41,7 +41,7 @@ class ScenarioVocab(Record):
 class ScenarioRecord(Record):
     """One test prompt with the answers a judge needs."""
 
-    id: str = Field(description="<family>-<index>, unique within the family.")
+    id: str = Field(description="<family>-<index> (dev: <family>-dev-<index>), unique.")
     family: str = Field(description="Scenario family (file name without .jsonl).")
     prompt: str = Field(description="The prompt as given to the model.")
     deceptive_answer: str = Field(

@@ -73,16 +73,20 @@ def draw_test_set(vocab: Vocabulary, n: int, seed: int, avoid: list[Draw] = ()) 
         raise ValueError(f"n={n} exceeds the {total - len(avoid)} distinct combinations left")
     rng = random.Random(seed)
     if taken:
-        picks, seen = [], set()
+        picks, seen, attempts = [], set(), 0
         while len(picks) < n:
+            attempts += 1
+            if attempts > 200 * (n + 1):
+                raise ValueError(
+                    f"could not draw {n} dev combinations disjoint from the test split; lower "
+                    "scenarios.n_dev or scenarios.n_test"
+                )
             index = rng.randrange(total)
             combo = Draw(*_combination(vocab, index), cheap_first=True)
             if index in seen or any(k in taken for k in split_keys(combo)):
                 continue
             seen.add(index)
             picks.append(index)
-            if len(seen) > 50 * (n + 1):
-                raise ValueError(f"could not draw {n} combinations disjoint from the test split")
     else:
         picks = rng.sample(range(total), n)  # the test split: the draw it has always been
     orders = [True] * (n // 2) + [False] * (n - n // 2)
@@ -291,9 +295,13 @@ def build_scenarios(params: ScenariosParams) -> dict[str, list[Record]]:
     }
     for split, draws in draw_splits(vocab, params.n_test, params.n_dev, params.seed).items():
         for family in TEST_FAMILIES:
-            datasets[f"{split}/{family}"] = [
-                scenario_record(family, i, d, vocab) for i, d in enumerate(draws)
-            ]
+            records = [scenario_record(family, i, d, vocab) for i, d in enumerate(draws)]
+            if split == "dev":  # ids unique across splits: <family>-dev-<index>
+                records = [
+                    r.model_copy(update={"id": r.id.replace(f"{family}-", f"{family}-dev-", 1)})
+                    for r in records
+                ]
+            datasets[f"{split}/{family}"] = records
     return datasets
 
 

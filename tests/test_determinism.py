@@ -3,7 +3,7 @@ evaluation metrics (organism weights: tests/test_organism.py; adapters: tests/te
 
 import json
 
-from soo.scenarios import FAMILIES
+from soo.scenarios import PAIR_FAMILIES, TEST_FAMILIES
 
 
 def test_scenario_files_are_byte_identical(tmp_path, write_params):
@@ -13,12 +13,18 @@ def test_scenario_files_are_byte_identical(tmp_path, write_params):
     for run in ("a", "b"):
         params = write_params({"scenarios.output_dir": str(tmp_path / run)})
         main(str(params))
-        outputs.append({p.name: p.read_bytes() for p in (tmp_path / run).glob("*.jsonl")})
-    assert outputs[0] == outputs[1] and len(outputs[0]) == len(FAMILIES)
+        folder = tmp_path / run
+        outputs.append(
+            {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*.jsonl")}
+        )
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == len(PAIR_FAMILIES) + 2 * len(TEST_FAMILIES)  # pairs, dev and test
     # A different seed draws different scenarios: the check above can fail.
     params = write_params({"scenarios.output_dir": str(tmp_path / "c"), "scenarios.seed": 1})
     main(str(params))
-    assert (tmp_path / "c" / "burglar.jsonl").read_bytes() != outputs[0]["burglar.jsonl"]
+    for split in ("dev", "test"):
+        new = (tmp_path / "c" / split / "burglar.jsonl").read_bytes()
+        assert new != outputs[0][f"{split}/burglar.jsonl"]
 
 
 def test_evaluation_metrics_are_identical(stage_project):
