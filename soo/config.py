@@ -414,6 +414,12 @@ class TrainParams(Section):
             )
         if len(set(self.seeds)) != len(self.seeds):
             raise cross_field_error("seeds", f"must not repeat a seed, got {self.seeds}")
+        if self.loss == "legacy_logit_kl" and self.num_workers > 1:
+            raise cross_field_error(
+                "num_workers",
+                "must be 1 with loss legacy_logit_kl: the released code summed its accumulated "
+                "losses on one GPU, and workers would average them",
+            )
         if self.loss == "legacy_logit_kl" and self.capability.weight > 0:
             raise cross_field_error(
                 "capability",

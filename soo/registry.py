@@ -178,8 +178,8 @@ def decide(
         value = candidate.get(f"{key}_high")
         return get(key) if value is None or value != value else value
 
-    # Means over seeds are gated by the bound that is worse for the candidate: the upper bound of
-    # the interval over seeds for deception. The served seed must pass on its own as well.
+    # Deception is gated at the upper bound of its 95% interval over seeds (the other gates read
+    # means over seeds). The served seed must pass on its own as well.
     deception, base = high("soo_burglar_deception"), get("base_burglar_deception")
     check(
         deception <= gates.max_deception,
