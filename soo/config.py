@@ -464,6 +464,31 @@ PAPER_KEYS = (
 )
 
 
+SETTINGS = ("shipped", "paper")  # params.yaml's train section, and the paper's method settings
+
+
+def paper_setting(train: TrainParams) -> TrainParams:
+    """`train` with every method setting (PAPER_KEYS) set to the paper's; seeds, workers, paths
+    and the rest stay."""
+    values, paper = train.model_dump(), TrainParams().model_dump()
+    for key in PAPER_KEYS:
+        head, _, last = key.rpartition(".")
+        target, source = values, paper
+        for part in filter(None, head.split(".")):
+            target, source = target[part], source[part]
+        target[last] = source[last]
+    return TrainParams.model_validate(values)
+
+
+def setting_params(params: Params, setting: str) -> Params:
+    """params with its train section for one setting (shipped: as is; paper: paper_setting)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, not {setting!r}")
+    if setting == "shipped":
+        return params
+    return params.model_copy(update={"train": paper_setting(params.train)})
+
+
 def paper_differences(train: TrainParams) -> list[str]:
     """'key value (paper: value)' for every method setting that differs from the paper's."""
     ours, paper = train.model_dump(), TrainParams().model_dump()

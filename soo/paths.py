@@ -32,18 +32,23 @@ def scenario_file(params: Params, family: str, split: str | None = None) -> Path
     return folder / split / f"{family}.jsonl"
 
 
+def model_name(seed: int, setting: str = "shipped") -> str:
+    """seed_<s> for the shipped setting, paper_seed_<s> for the paper's."""
+    return f"seed_{seed}" if setting == "shipped" else f"{setting}_seed_{seed}"
+
+
 def adapter_dir(params: Params, seed: int | str) -> Path:
-    """<train.output_dir>/seed_<s>; a str is an adapter's name (seed_<s>) as given."""
-    name = seed if isinstance(seed, str) else f"seed_{seed}"
+    """<train.output_dir>/seed_<s>; a str is an adapter's name (seed_<s>, paper_seed_<s>)."""
+    name = seed if isinstance(seed, str) else model_name(seed)
     return Path(params.train.output_dir) / name
 
 
-def train_metrics(params: Params, seed: int) -> Path:
-    return Path(params.train.metrics_dir) / f"train_seed_{seed}.json"
+def train_metrics(params: Params, seed: int, setting: str = "shipped") -> Path:
+    return Path(params.train.metrics_dir) / f"train_{model_name(seed, setting)}.json"
 
 
-def train_curve(params: Params, seed: int) -> Path:
-    return Path(params.train.metrics_dir) / f"train_curve_seed_{seed}.json"
+def train_curve(params: Params, seed: int, setting: str = "shipped") -> Path:
+    return Path(params.train.metrics_dir) / f"train_curve_{model_name(seed, setting)}.json"
 
 
 def eval_metrics(params: Params, name: str, split: str) -> Path:

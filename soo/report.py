@@ -146,7 +146,29 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
     targets = [["target", "value", "met"]] + [
         [t["target"], fmt(t["value"]), "yes" if t["met"] else "MISSED"] for t in summary["targets"]
     ]
-    return {"Headline": headline, "Capability": capability, "Targets": targets}
+    found = {"Headline": headline, "Capability": capability, "Targets": targets}
+    if summary.get("paper"):
+        # One row a method: the base, the paper's SOO setting, the shipped one (test split).
+        keys = [k for k in ROW_KEYS if k in summary["base"]]
+        rows = [["method", *keys]]
+        rows.append(["base", *(fmt(summary["base"][k]) for k in keys)])
+        for name, part in (("SOO, paper's setting", summary["paper"]), ("SOO, shipped", summary)):
+            rows.append([name, *(spread(part["soo"].get(k), 3) for k in keys)])
+        found["Methods (test split; SOO: mean ± SD [95% CI over seeds])"] = rows
+    return found
+
+
+# The columns of the methods table.
+ROW_KEYS = (
+    "burglar_deception",
+    "generalization_mean_deception",
+    "treasure_hunt_deception",
+    "escape_room_deception",
+    "cooperative_deception",
+    "perspectives_accuracy",
+    "capability_accuracy",
+    "capability_retained_accuracy",
+)
 
 
 def build(

@@ -1,5 +1,6 @@
-"""DVC stages `evaluate_base` and `evaluate@<seed>`: evaluate the base model or one SOO model
--> <evaluate.metrics_dir>/eval_<name>.json and <evaluate.generations_dir>/<name>.jsonl."""
+"""DVC stages `evaluate_base`, `evaluate@<seed>` and `evaluate_paper@<seed>`: evaluate the base
+model or one SOO model on the test split -> <evaluate.metrics_dir>/eval_<name>.json and
+<evaluate.generations_dir>/<name>.jsonl, and on the dev split -> the same under dev/."""
 
 import argparse
 
@@ -9,7 +10,7 @@ from soo.runtime import run_entry
 
 def cli() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="base, or seed_<s> for an SOO adapter")
+    parser.add_argument("--model", required=True, help="base, seed_<s> or paper_seed_<s>")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     return main(args.model, args.params)

@@ -1,4 +1,5 @@
-"""DVC stage `scenarios`: params.yaml -> data/scenarios/<family>.jsonl."""
+"""DVC stage `scenarios`: params.yaml -> data/scenarios/{soo_pairs,latent_probes}.jsonl and
+data/scenarios/{dev,test}/<family>.jsonl."""
 
 import argparse
 

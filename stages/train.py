@@ -12,8 +12,14 @@ def cli() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True, help="One of train.seeds.")
     parser.add_argument("--params", default="params.yaml", help="Path of params.yaml.")
+    parser.add_argument(
+        "--setting",
+        choices=("shipped", "paper"),
+        default="shipped",
+        help="shipped: params.yaml's train section; paper: the paper's method settings",
+    )
     args = parser.parse_args()
-    return main(args.seed, args.params)
+    return main(args.seed, args.params, args.setting)
 
 
 if __name__ == "__main__":

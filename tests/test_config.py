@@ -101,3 +101,16 @@ def test_cli_params_prints_every_key(write_params, tmp_path: Path):
     cli = subprocess.run([SOO, "params"], cwd=tmp_path, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert "train.lora.r = 32" in cli.stdout and "params.yaml: OK" in cli.stdout
+
+
+def test_the_paper_setting_resets_every_method_setting_and_nothing_else(write_params):
+    from soo.config import PAPER_KEYS, paper_differences, paper_setting
+
+    shipped = load_params(write_params({})).train  # the organism's setting in params.yaml
+    paper = paper_setting(shipped)
+    assert paper_differences(paper) == []
+    assert paper_differences(shipped)  # the shipped setting is not the paper's
+    assert paper.seeds == shipped.seeds and paper.num_workers == shipped.num_workers
+    assert paper.module.endswith("self_attn.o_proj") and paper.layer == 0.6
+    assert paper.lora.target_modules == ["q_proj", "v_proj"] and paper.capability.weight == 0
+    assert len(PAPER_KEYS) == len(set(PAPER_KEYS))

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from soo import paths
-from soo.config import load_params
+from soo.config import load_params, paper_differences
 from soo.data import read_json, write_text_atomic
 from soo.summary import deception_plot, latent_plot, summarize
 from soo.tracking import stage_run
@@ -23,13 +23,10 @@ def main(params_path: str = "params.yaml") -> dict:
         return _summarize(params, tracker)
 
 
-def read_evals(params, split: str) -> tuple[dict, dict[str, dict]]:
+def read_evals(params, split: str, setting: str = "shipped") -> tuple[dict, dict[str, dict]]:
     base = read_eval(paths.eval_metrics(params, "base", split))
-    seeds = {
-        f"seed_{s}": read_eval(paths.eval_metrics(params, f"seed_{s}", split))
-        for s in params.train.seeds
-    }
-    return base, seeds
+    names = [paths.model_name(s, setting) for s in params.train.seeds]
+    return base, {name: read_eval(paths.eval_metrics(params, name, split)) for name in names}
 
 
 def _summarize(params, tracker) -> dict:
@@ -38,6 +35,9 @@ def _summarize(params, tracker) -> dict:
     base, seeds = read_evals(params, "test")
     summary = summarize(base, seeds, params.summary.targets)
     summary["dev"] = summarize(*read_evals(params, "dev"), params.summary.targets)
+    # The paper's method settings on the same base and seeds: the reference row (test split).
+    summary["paper"] = summarize(*read_evals(params, "test", "paper"), params.summary.targets)
+    summary["settings"] = {"shipped_differs_from_paper": paper_differences(params.train)}
     write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
     plots = Path(params.summary.plots_dir)
     write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from soo import paths
-from soo.config import Params, load_params
+from soo.config import Params, load_params, setting_params
 from soo.data import write_text_atomic
 from soo.tracking import stage_run
 from soo.train import (
@@ -35,25 +35,30 @@ def make_job(params: Params, seed: int) -> TrainJob:
     )
 
 
-def main(seed: int, params_path: str = "params.yaml") -> dict:
-    params = load_params(params_path)
+def main(seed: int, params_path: str = "params.yaml", setting: str = "shipped") -> dict:
+    """Train one seed in one setting: `shipped` (params.yaml's train section) or `paper` (the
+    paper's method settings, the reference row of the summary; adapters paper_seed_<s>)."""
+    everything = load_params(params_path)
+    params = setting_params(everything, setting)
     job = make_job(params, seed)
     preflight(job)  # bad model, module, layer or data stop here, before Ray starts
     with stage_run(params, "train", params_path, seed=seed) as tracker:
-        return _train(params, job, tracker)
+        return _train(params, job, tracker, setting)
 
 
-def _train(params, job: TrainJob, tracker) -> dict:
+def _train(params, job: TrainJob, tracker, setting: str = "shipped") -> dict:
     train, seed = params.train, job.seed
     tracker.log_params({"model": job.model, "train": job.train.model_dump(), "seed": seed})
     job = replace(job, tracker=tracker.spec)
     storage = Path(train.storage_path).resolve()
     result = run_training(job, storage)
-    adapter = export_adapter(result, paths.adapter_dir(params, seed))
+    adapter = export_adapter(result, paths.adapter_dir(params, paths.model_name(seed, setting)))
     curve = result.summary.pop("curve")
-    metrics = {"seed": seed, "adapter": str(adapter), **result.summary}
-    write_text_atomic(paths.train_metrics(params, seed), json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(paths.train_curve(params, seed), json.dumps(curve) + "\n")
+    metrics = {"seed": seed, "setting": setting, "adapter": str(adapter), **result.summary}
+    write_text_atomic(
+        paths.train_metrics(params, seed, setting), json.dumps(metrics, indent=2) + "\n"
+    )
+    write_text_atomic(paths.train_curve(params, seed, setting), json.dumps(curve) + "\n")
     tracker.log_metrics(
         {
             "final_loss": metrics["final_loss"],
