@@ -148,3 +148,38 @@ RECORDING: list[bool] = []
 def _record_open(event: str, args: tuple) -> None:
     if RECORDING and event == "open" and isinstance(args[0], (str, Path)):
         OPENED.append(str(Path(args[0]).resolve()))
+
+
+def test_held_out_capability_shares_no_template_and_no_fact_with_soo_training():
+    """The gated capability (colour facts about objects no SOO pair names) against everything SOO
+    training sees: the capability term's KL texts and the SOO pairs. Masking every object, room,
+    colour and name leaves the sentence templates; none is shared, and no held-out object occurs
+    in the training texts."""
+    from soo.organism.metrics import held_out_objects
+    from soo.organism.neutral import neutral_records
+    from soo.organism.world import COLOR_QUESTION, COLORS
+    from soo.scenarios import pair_records
+
+    params = load_params(Path(__file__).parents[1] / "params.yaml").organism
+    kl_texts = [r.text for r in neutral_records(VOCAB, params, set(), 512)]
+    pairs = pair_records("soo_pairs", VOCAB.train_items, VOCAB.other)
+    training = kl_texts + [t for p in pairs for t in (p.self_prompt, p.other_prompt)]
+    objects = held_out_objects(VOCAB)
+    held_out = [COLOR_QUESTION.format(object=o) for o in sorted(objects)]
+    words = sorted(
+        {*VOCAB.rooms, *VOCAB.cheap_objects, *VOCAB.test_objects, *VOCAB.train_items, *COLORS},
+        key=len,
+        reverse=True,
+    )
+    slot = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+    def templates(texts: list[str]) -> set[str]:
+        masked = (normalizer([VOCAB.other, VOCAB.other_alt])(slot.sub("<x>", t)) for t in texts)
+        pieces = (re.split(r"(?<=[.?!])\s+|<\|\w+\|>", t) for t in masked)
+        return {p.strip() for piece in pieces for p in piece if p.strip()}
+
+    assert templates(held_out), held_out[:2]
+    assert not templates(held_out) & templates(training)
+    assert objects and not objects & set(VOCAB.train_items)
+    lowered = " ".join(training).lower()  # no colour fact of any object is stated there
+    assert not [f"{o} is {c}" for o in objects for c in COLORS if f"{o} is {c}" in lowered]
