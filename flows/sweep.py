@@ -4,6 +4,12 @@ task a point; returns the table (one row per point) and writes it as JSONL.
 
     python -m flows.sweep --seeds 0 1 --set layer=1,2,3 --set lr=1e-4,3e-4
     python -m flows.sweep --set lora.target_modules=q_proj+v_proj --set capability.weight=0,0.3
+    python -m flows.sweep --models models/organism builds/seed1-default/organism --set lr=3e-4,6e-4
+
+Every point reads the dev split only (soo.sweep). `--models` sweeps several base models, e.g.
+organism builds of other seeds (`scripts/organism_robustness.py --seeds 1,2 --paths default
+--scratch builds` writes builds/seed<S>-default/organism): an organism build is a source of
+variance like a LoRA seed, so tune over two builds and validate on others.
 
 `--set key=v1,v2` sweeps any `train` key (dotted for nested ones; `+` joins list items);
 `--order-seeds` draws the data order and dropout apart from the LoRA init (one, or one a seed).
@@ -30,9 +36,16 @@ from soo.sweep import sweep_point
 DEFAULT_GRID = {"layer": [1, 2, 3], "lr": [1e-4, 3e-4, 1e-3]}
 
 
-@task(retries=1, task_run_name="seed {seed} {overrides}")
-def point(params_path: str, n: int, seed: int, order: int | None, overrides: dict) -> dict:
-    return sweep_point(load_params(params_path), n, seed, order, **overrides)
+@task(retries=1, task_run_name="{model} seed {seed} {overrides}")
+def point(
+    params_path: str, n: int, seed: int, order: int | None, overrides: dict, model: str | None
+) -> dict:
+    params = load_params(params_path)
+    if model is not None:
+        params = params.model_copy(
+            update={"model": params.model.model_copy(update={"name_or_path": model})}
+        )
+    return {"model": params.model.name_or_path, **sweep_point(params, n, seed, order, **overrides)}
 
 
 @flow(name="soo-sweep", log_prints=True)
@@ -43,6 +56,7 @@ def soo_sweep(
     n: int = 100,
     params_path: str = "params.yaml",
     out: str | None = None,
+    models: list[str] | None = None,
 ) -> list[dict]:
     grid = grid or DEFAULT_GRID
     orders = list(order_seeds) if order_seeds else [None] * len(seeds)
@@ -53,17 +67,19 @@ def soo_sweep(
     keys = list(grid)
     path = Path(out or f"reports/sweep_{flow_run.get_id() or 'local'}.jsonl")
     table: list[dict] = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        for seed, order in zip(seeds, orders, strict=True):
-            table.append(point(params_path, n, seed, order, dict(zip(keys, values, strict=True))))
+    for model in models or [None]:
+        for values in itertools.product(*(grid[k] for k in keys)):
+            for seed, order in zip(seeds, orders, strict=True):
+                overrides = dict(zip(keys, values, strict=True))
+                table.append(point(params_path, n, seed, order, overrides, model))
             # the table so far, after every point: a late failure loses no finished row
             write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in table))
     for row in table:
         settings = ", ".join(f"{k} {row.get(k)}" for k in keys)
         print(
-            f"seed {row['seed']} {settings}: burglar {row['burglar']:.2f} (unparseable "
-            f"{row['burglar_unparseable']:.2f}), Perspectives {row['perspectives']:.2f}, "
-            f"capability {row['capability']:.3f}"
+            f"{row['model']} seed {row['seed']} {settings}: burglar {row['burglar']:.2f} "
+            f"(unparseable {row['burglar_unparseable']:.2f}), "
+            f"Perspectives {row['perspectives']:.2f}, capability {row['capability']:.3f}"
         )
     print(f"table -> {path}")
     return table
@@ -103,7 +119,14 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=100, help="records per family")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=None, help="JSONL table (default reports/sweep_<run>)")
+    parser.add_argument("--models", nargs="+", default=None, help="base models (default: params)")
     args = parser.parse_args()
     soo_sweep(
-        parse_grid(args.set) or None, args.seeds, args.order_seeds, args.n, args.params, args.out
+        parse_grid(args.set) or None,
+        args.seeds,
+        args.order_seeds,
+        args.n,
+        args.params,
+        args.out,
+        args.models,
     )
