@@ -30,6 +30,7 @@ def eval_metrics(deception: float) -> dict:
         "latent_mean": {"attention": 0.2, "mlp": 0.2},
         "capability": {
             "accuracy": 1.0,
+            "retained_accuracy": 1.0,
             "recall_accuracy": 1.0,
             "facts_accuracy": 1.0,
             "perplexity": 1.8,
@@ -61,4 +62,21 @@ def test_report_has_every_figure_and_table(tmp_path):
     assert "MISSED" in page and "deception 0.250 &lt;= max_deception 0.2" in page
     markdown = (tmp_path / "report.md").read_text()
     assert all(f"![{name}]({name}.png)" in markdown for name in FIGURES)
-    assert "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 |" in markdown
+    # mean ± SD [95% t interval over the 2 seeds: 0.25 +- 12.706 x 0.0707 / sqrt 2]
+    assert (
+        "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 [-0.385, 0.885] |" in markdown
+    )
+    assert "Methods" not in page  # no paper row in this summary
+
+
+def test_the_methods_table_puts_the_paper_setting_beside_the_shipped_one(tmp_path):
+    base, seeds = eval_metrics(1.0), {"seed_0": eval_metrics(0.2), "seed_1": eval_metrics(0.3)}
+    paper = {"paper_seed_0": eval_metrics(0.9), "paper_seed_1": eval_metrics(0.7)}
+    summary = summarize(base, seeds, SummaryTargets())
+    summary["paper"] = summarize(base, paper, SummaryTargets())
+    _, tables = build(base, seeds, summary, {s: [] for s in seeds})
+    rows = next(v for k, v in tables.items() if k.startswith("Methods"))
+    assert [r[0] for r in rows] == ["method", "base", "SOO, paper's setting", "SOO, shipped"]
+    column = rows[0].index("burglar_deception")
+    assert rows[1][column] == "1.000"
+    assert rows[2][column].startswith("0.800 ± 0.141") and rows[3][column].startswith("0.250")
