@@ -4,12 +4,13 @@ task a point; returns the table (one row per point) and writes it as JSONL.
 
     python -m flows.sweep --seeds 0 1 --set layer=1,2,3 --set lr=1e-4,3e-4
     python -m flows.sweep --set lora.target_modules=q_proj+v_proj --set capability.weight=0,0.3
-    python -m flows.sweep --models models/organism builds/seed1-default/organism --set lr=3e-4,6e-4
+    python -m flows.sweep --models models/organism builds/seed1-default/organism=1 --set lr=6e-4
 
 Every point reads the dev split only (soo.sweep). `--models` sweeps several base models, e.g.
 organism builds of other seeds (`scripts/organism_robustness.py --seeds 1,2 --paths default
 --scratch builds` writes builds/seed<S>-default/organism): an organism build is a source of
-variance like a LoRA seed, so tune over two builds and validate on others.
+variance like a LoRA seed, so tune over two builds and validate on others. `folder=<S>` names the
+build's organism seed, whose world (colour facts) the capability check asks about.
 
 `--set key=v1,v2` sweeps any `train` key (dotted for nested ones; `+` joins list items);
 `--order-seeds` draws the data order and dropout apart from the LoRA init (one, or one a seed).
@@ -41,10 +42,12 @@ def point(
     params_path: str, n: int, seed: int, order: int | None, overrides: dict, model: str | None
 ) -> dict:
     params = load_params(params_path)
-    if model is not None:
-        params = params.model_copy(
-            update={"model": params.model.model_copy(update={"name_or_path": model})}
-        )
+    if model is not None:  # "folder" or "folder=<organism seed>" (its world: colour facts)
+        folder, _, organism_seed = model.partition("=")
+        update = {"model": params.model.model_copy(update={"name_or_path": folder})}
+        if organism_seed:
+            update["organism"] = params.organism.model_copy(update={"seed": int(organism_seed)})
+        params = params.model_copy(update=update)
     return {"model": params.model.name_or_path, **sweep_point(params, n, seed, order, **overrides)}
 
 
@@ -119,7 +122,9 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=100, help="records per family")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default=None, help="JSONL table (default reports/sweep_<run>)")
-    parser.add_argument("--models", nargs="+", default=None, help="base models (default: params)")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="base models, folder[=organism seed]"
+    )
     args = parser.parse_args()
     soo_sweep(
         parse_grid(args.set) or None,
