@@ -99,7 +99,9 @@ def test_sweep_flow_runs_a_grid_and_returns_a_table(harness, tiny_project):
         n=4,
         params_path=str(params),
         out=str(folder / "reports" / "sweep.jsonl"),
+        models=[f"{folder / 'model'}=3"],  # a base model with its organism seed
     )
+    assert {r["model"] for r in table} == {str(folder / "model")}
     assert [(r["seed"], r["layer"], r["lr"], r["lora.r"]) for r in table] == [
         (0, 1, 1e-3, 2),
         (1, 1, 1e-3, 2),
