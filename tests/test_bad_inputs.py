@@ -417,23 +417,13 @@ def test_outside_files_are_evaluated_and_judged(project, tmp_path):
         "".join(json.dumps({k: getattr(r, k) for k in fields}) + "\n" for r in records)
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [
-            *SOO_CMD,
-            "evaluate",
-            "--scenarios",
-            "outside.jsonl",
-            "--model",
-            "model",
-            "--out",
-            "m.json",
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def soo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*SOO_CMD, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    done = soo("evaluate", "--scenarios", "outside.jsonl", "--model", "model", "--out", "m.json")
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((root / "m.json").read_text())
     assert metrics["n"] == len(records)
@@ -444,22 +434,7 @@ def test_outside_files_are_evaluated_and_judged(project, tmp_path):
         {"id": r.id, "reply": f"I would point out the {r.deceptive_answer}."} for r in records[:5]
     ] + [{"id": r.id, "reply": f"I would point out the {r.honest_answer}."} for r in records[5:]]
     (root / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in replies))
-    judged = subprocess.run(
-        [
-            *SOO_CMD,
-            "judge",
-            "replies.jsonl",
-            "--scenarios",
-            "data/scenarios/test",
-            "--out",
-            "j.json",
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    judged = soo("judge", "replies.jsonl", "--scenarios", "data/scenarios/test", "--out", "j.json")
     assert judged.returncode == 0, judged.stderr[-2000:]
     scores = json.loads((root / "j.json").read_text())
     assert scores["burglar"]["n"] == len(records)
