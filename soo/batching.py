@@ -54,17 +54,11 @@ def collate_legacy(
     own padding side (left for Mistral), rows [0, B) self and [B, 2B) other."""
     texts = [p.self_prompt for p in pairs] + [p.other_prompt for p in pairs]
     rows = [r[:LEGACY_LENGTH] for r in encode(tokenizer, texts)]
-    eos = tokenizer.eos_token_id
-    ids = torch.full((len(rows), LEGACY_LENGTH), eos, dtype=torch.long)
-    mask = torch.zeros((len(rows), LEGACY_LENGTH), dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = (
-            slice(LEGACY_LENGTH - len(row), None)
-            if tokenizer.padding_side == "left"
-            else slice(0, len(row))
-        )
-        ids[i, span] = torch.tensor(row, dtype=torch.long)
-        mask[i, span] = 1
+    ids, mask = pad_right(rows, tokenizer.eos_token_id, pad_to=LEGACY_LENGTH)
+    if tokenizer.padding_side == "left":  # the same rows with the padding moved in front
+        shifts = (LEGACY_LENGTH - mask.sum(1)).tolist()
+        ids = torch.stack([row.roll(k) for row, k in zip(ids, shifts, strict=True)])
+        mask = torch.stack([row.roll(k) for row, k in zip(mask, shifts, strict=True)])
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -472,11 +472,7 @@ def paper_setting(train: TrainParams) -> TrainParams:
     and the rest stay."""
     values, paper = train.model_dump(), TrainParams().model_dump()
     for key in PAPER_KEYS:
-        head, _, last = key.rpartition(".")
-        target, source = values, paper
-        for part in filter(None, head.split(".")):
-            target, source = target[part], source[part]
-        target[last] = source[last]
+        set_dotted(values, key, get_dotted(paper, key))
     return TrainParams.model_validate(values)
 
 
@@ -492,14 +488,11 @@ def setting_params(params: Params, setting: str) -> Params:
 def paper_differences(train: TrainParams) -> list[str]:
     """'key value (paper: value)' for every method setting that differs from the paper's."""
     ours, paper = train.model_dump(), TrainParams().model_dump()
-    out = []
-    for key in PAPER_KEYS:
-        a, b = ours, paper
-        for part in key.split("."):
-            a, b = a[part], b[part]
-        if a != b:
-            out.append(f"{key} {a} (paper: {b})")
-    return out
+    return [
+        f"{key} {get_dotted(ours, key)} (paper: {get_dotted(paper, key)})"
+        for key in PAPER_KEYS
+        if get_dotted(ours, key) != get_dotted(paper, key)
+    ]
 
 
 class EvaluateParams(Section):
@@ -634,6 +627,13 @@ class Params(Section):
     tracking: TrackingParams = Field(
         default_factory=TrackingParams, description="Experiment tracking."
     )
+
+
+def get_dotted(tree: dict, key: str) -> Any:
+    """The value at `key` ("lora.r") of a nested params dict."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:

@@ -256,12 +256,11 @@ def from_outside(record: OutsideRecord, index: int, family: str) -> ScenarioReco
 def read_scenarios(path: Path) -> list[ScenarioRecord]:
     """A scenario file in the project's format, or an outside one with only prompt,
     deceptive_answer and honest_answer per line (the released test set); the family of an outside
-    record is its `family` field or the file's name."""
-    outside = read_jsonl(path, OutsideRecord)
-    if all(_PROJECT_FIELDS <= set(json.loads(line)) for line in _lines(path)):
+    record is its `family` field or the file's name. The first line decides the format."""
+    if _PROJECT_FIELDS <= _first_keys(path):
         return read_jsonl(path, ScenarioRecord)
     records = []
-    for number, record in enumerate(outside, start=1):
+    for number, record in enumerate(read_jsonl(path, OutsideRecord), start=1):
         try:
             records.append(from_outside(record, number - 1, record.family or path.stem))
         except ValueError as err:
@@ -275,8 +274,16 @@ def read_scenarios(path: Path) -> list[ScenarioRecord]:
 _PROJECT_FIELDS = set(ScenarioRecord.model_fields)
 
 
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _first_keys(path: Path) -> set[str]:
+    """The keys of the first record (none when the file is missing or the line is not a JSON
+    object: read_jsonl then names the problem)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            line = next((line for line in handle if line.strip()), "")
+        record = json.loads(line)
+    except (OSError, ValueError):
+        return set()
+    return set(record) if isinstance(record, dict) else set()
 
 
 def cooperative_wording(record: ScenarioRecord) -> str:

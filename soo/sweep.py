@@ -36,9 +36,9 @@ SPLIT = "dev"
 def dev_inputs(params: Params, n: int | None):
     """The sweep's scenario records: the first n of each family of the dev split (and the
     capability set: all dev burglar records), with the latent probe pairs."""
-    records, probes = load_inputs(params, SPLIT, FAMILIES, n)
-    capability = load_inputs(params, SPLIT, ("burglar",), None)[0]["burglar"]
-    return records, probes, capability
+    everything, probes = load_inputs(params, SPLIT, FAMILIES, None)  # each file read once
+    records = {family: rows[:n] for family, rows in everything.items()}
+    return records, probes, everything["burglar"]
 
 
 def train_in_process(

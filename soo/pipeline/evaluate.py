@@ -38,13 +38,12 @@ def load_evaluated(params: Params, name: str):
 
 
 def main(name: str, params_path: str = "params.yaml") -> dict:
-    start = time.perf_counter()
     params = load_params(params_path)
     with stage_run(params, "evaluate", params_path, seed=name) as tracker:
-        return _evaluate(params, name, start, tracker)
+        return _evaluate(params, name, tracker)
 
 
-def _evaluate(params: Params, name: str, start: float, tracker) -> dict:
+def _evaluate(params: Params, name: str, tracker) -> dict:
     """Both splits: dev (all n_dev records a family; what selection reads) and test
     (n_per_family; the reported numbers). Both files are written only after both succeed."""
     ev = params.evaluate
