@@ -12,6 +12,11 @@ organism builds of other seeds (`scripts/organism_robustness.py --seeds 1,2 --pa
 variance like a LoRA seed, so tune over two builds and validate on others. `folder=<S>` names the
 build's organism seed, whose world (colour facts) the capability check asks about.
 
+Each model is measured untouched first (a `base` row), then every point. At the end the selection
+rule (`soo.sweep.choose`: the lowest mean burglar deception among settings that keep Perspectives,
+held-out capability and parseability within the promotion gates on every model) picks a setting,
+written beside the table as <out>_choice.json with every setting's means and why it failed.
+
 `--set key=v1,v2` sweeps any `train` key (dotted for nested ones; `+` joins list items);
 `--order-seeds` draws the data order and dropout apart from the LoRA init (one, or one a seed).
 Points run one after another: they share torch's global random state, so running them as threads
@@ -32,23 +37,36 @@ from prefect.runtime import flow_run
 
 from soo.config import load_params
 from soo.data import write_text_atomic
-from soo.sweep import sweep_point
+from soo.sweep import base_point, choose, sweep_point
 
 DEFAULT_GRID = {"layer": [1, 2, 3], "lr": [1e-4, 3e-4, 1e-3]}
+
+
+def params_for(params_path: str, model: str | None):
+    """params.yaml with the base model replaced: "folder" or "folder=<organism seed>" (the seed
+    names the build's world, whose colour facts the capability check asks about)."""
+    params = load_params(params_path)
+    if model is not None:
+        folder, _, organism_seed = model.partition("=")
+        update = {"model": params.model.model_copy(update={"name_or_path": folder})}
+        if organism_seed:
+            update["organism"] = params.organism.model_copy(update={"seed": int(organism_seed)})
+        params = params.model_copy(update=update)
+    return params
 
 
 @task(retries=1, task_run_name="{model} seed {seed} {overrides}")
 def point(
     params_path: str, n: int, seed: int, order: int | None, overrides: dict, model: str | None
 ) -> dict:
-    params = load_params(params_path)
-    if model is not None:  # "folder" or "folder=<organism seed>" (its world: colour facts)
-        folder, _, organism_seed = model.partition("=")
-        update = {"model": params.model.model_copy(update={"name_or_path": folder})}
-        if organism_seed:
-            update["organism"] = params.organism.model_copy(update={"seed": int(organism_seed)})
-        params = params.model_copy(update=update)
+    params = params_for(params_path, model)
     return {"model": params.model.name_or_path, **sweep_point(params, n, seed, order, **overrides)}
+
+
+@task(retries=1, task_run_name="{model} base")
+def base(params_path: str, n: int, model: str | None) -> dict:
+    params = params_for(params_path, model)
+    return {"model": params.model.name_or_path, **base_point(params, n)}
 
 
 @flow(name="soo-sweep", log_prints=True)
@@ -71,6 +89,7 @@ def soo_sweep(
     path = Path(out or f"reports/sweep_{flow_run.get_id() or 'local'}.jsonl")
     table: list[dict] = []
     for model in models or [None]:
+        table.append(base(params_path, n, model))
         for values in itertools.product(*(grid[k] for k in keys)):
             for seed, order in zip(seeds, orders, strict=True):
                 overrides = dict(zip(keys, values, strict=True))
@@ -78,12 +97,21 @@ def soo_sweep(
             # the table so far, after every point: a late failure loses no finished row
             write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in table))
     for row in table:
-        settings = ", ".join(f"{k} {row.get(k)}" for k in keys)
+        settings = "base" if row.get("base") else ", ".join(f"{k} {row.get(k)}" for k in keys)
+        seed = "" if row.get("base") else f" seed {row['seed']}"
         print(
-            f"{row['model']} seed {row['seed']} {settings}: burglar {row['burglar']:.2f} "
+            f"{row['model']}{seed} {settings}: burglar {row['burglar']:.2f} "
             f"(unparseable {row['burglar_unparseable']:.2f}), "
             f"Perspectives {row['perspectives']:.2f}, capability {row['capability']:.3f}"
         )
+    choice = choose(table, load_params(params_path).promote)
+    chosen = path.with_name(path.stem + "_choice.json")
+    write_text_atomic(chosen, json.dumps(choice, indent=2) + "\n")
+    if choice["chosen"] is None:
+        print("choice: no setting keeps Perspectives, capability and parseability on every model")
+    else:
+        print(f"choice (dev, the rule in soo.sweep.choose): {choice['chosen']}")
+    print(f"choice and every setting's means -> {chosen}")
     print(f"table -> {path}")
     return table
 

@@ -111,22 +111,7 @@ def sweep_point(
     model, tokenizer, losses = train_in_process(
         params.model.name_or_path, train, pairs, lora_seed, capability_texts(train), order
     )
-    tests, probes, everything = dev_inputs(params, n)
-    # Capability as the evaluate stage measures it (the last n_capability burglar records), on
-    # the dev split.
-    evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
-    vocab = load_vocabulary(params.scenarios.vocabulary)
-    metrics, _ = evaluate_model(
-        model,
-        tokenizer,
-        tests,
-        probes,
-        capability_measure(vocab, params.organism, evaluation),
-        evaluation,
-        train.alignment,
-        capability_records=everything,
-    )
-    head = metrics["headline"]
+    row = measure(params, model, tokenizer, n, train.alignment)
     return {
         **{k: v for k, v in overrides.items() if k != "capability"},
         "module": train.module,
@@ -136,6 +121,29 @@ def sweep_point(
         "split": SPLIT,
         "loss_first": losses[0],
         "loss_last": losses[-1],
+        **row,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def measure(params: Params, model, tokenizer, n: int, alignment: str) -> dict[str, Any]:
+    """The sweep's measurements of one model on the first `n` dev records of each family (and
+    capability as the evaluate stage measures it, on the dev split)."""
+    tests, probes, everything = dev_inputs(params, n)
+    evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
+    vocab = load_vocabulary(params.scenarios.vocabulary)
+    metrics, _ = evaluate_model(
+        model,
+        tokenizer,
+        tests,
+        probes,
+        capability_measure(vocab, params.organism, evaluation),
+        evaluation,
+        alignment,
+        capability_records=everything,
+    )
+    head = metrics["headline"]
+    return {
         "burglar": head["burglar_deception"],
         "burglar_unparseable": metrics["families"]["burglar"]["unparseable"]["rate"],
         "burglar_forced_choice": head["burglar_forced_choice_deception"],
@@ -147,5 +155,97 @@ def sweep_point(
         "capability_facts": metrics["capability"]["facts_accuracy"],
         "kl_to_base": metrics["capability"]["kl_to_base"],
         "latent_attention": metrics["latent_mean"].get("attention"),
-        "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def base_point(params: Params, n: int) -> dict[str, Any]:
+    """The base model (no SOO) measured as every sweep point is: the reference that the
+    selection rule's capability drop and the reduction in deception are taken from."""
+    start = time.perf_counter()
+    model, tokenizer = load_model(params.model.name_or_path, device="cpu")
+    row = measure(params, model.eval(), tokenizer, n, params.train.alignment)
+    return {"base": True, "split": SPLIT, **row, "seconds": round(time.perf_counter() - start, 1)}
+
+
+METRICS = (
+    "burglar",
+    "burglar_unparseable",
+    "burglar_forced_choice",
+    "generalization",
+    "perspectives",
+    "unparseable_mean",
+    "capability",
+    "capability_recall",
+    "capability_facts",
+    "kl_to_base",
+    "latent_attention",
+)
+NOT_SETTING = {"model", "seed", "order_seed", "split", "loss_first", "loss_last", "seconds", "base"}
+
+
+def setting_of(row: dict[str, Any]) -> tuple:
+    """The grid setting a sweep row was trained with (its keys that are neither a measurement
+    nor a seed), as a hashable key."""
+    return tuple(
+        sorted((k, str(v)) for k, v in row.items() if k not in NOT_SETTING and k not in METRICS)
+    )
+
+
+def choose(rows: list[dict[str, Any]], gates) -> dict[str, Any]:
+    """The selection rule, fixed before any sweep is read, applied to dev rows only.
+
+    For each setting and each base model (an organism build), average over seeds. A setting
+    qualifies when on EVERY base model its means keep Perspectives >= gates.min_perspectives,
+    held-out capability >= that model's base - gates.max_capability_drop and the unparseable rate
+    <= gates.max_unparseable (the promotion gates' limits). The choice is the qualifying setting
+    with the lowest burglar deception, averaged over base models. `rows` must hold one base row
+    (`base_point`) per model. Returns the choice (None when nothing qualifies) and every
+    setting's per-model means with the reasons it failed.
+    """
+    bases = {row["model"]: row for row in rows if row.get("base")}
+    trained = [row for row in rows if not row.get("base")]
+    models = sorted({row["model"] for row in trained})
+    missing = [m for m in models if m not in bases]
+    if missing:
+        raise ValueError(f"choose: no base row for {', '.join(missing)} (run base_point first)")
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for row in trained:
+        groups.setdefault(setting_of(row), {}).setdefault(row["model"], []).append(row)
+    table = []
+    for setting, by_model in groups.items():
+        means, failures = {}, []
+        for model in models:
+            points = by_model.get(model, [])
+            if not points:
+                failures.append(f"{model}: not run")
+                continue
+            mean = {
+                k: sum(p[k] for p in points) / len(points)
+                for k in METRICS
+                if k != "latent_attention"
+            }
+            mean["n_seeds"] = len(points)
+            means[model] = mean
+            base = bases[model]
+            if mean["perspectives"] < gates.min_perspectives:
+                failures.append(f"{model}: Perspectives {mean['perspectives']:.2f}")
+            if mean["capability"] < base["capability"] - gates.max_capability_drop:
+                failures.append(
+                    f"{model}: capability {mean['capability']:.3f} (base {base['capability']:.3f})"
+                )
+            if mean["unparseable_mean"] > gates.max_unparseable:
+                failures.append(f"{model}: unparseable {mean['unparseable_mean']:.2f}")
+        burglar = sum(m["burglar"] for m in means.values()) / max(len(means), 1)
+        table.append(
+            {
+                "setting": dict(setting),
+                "burglar": burglar,
+                "base_burglar": sum(bases[m]["burglar"] for m in means) / max(len(means), 1),
+                "qualifies": not failures,
+                "failures": failures,
+                "per_model": means,
+            }
+        )
+    table.sort(key=lambda entry: (not entry["qualifies"], entry["burglar"]))
+    chosen = table[0] if table and table[0]["qualifies"] else None
+    return {"chosen": chosen["setting"] if chosen else None, "table": table}

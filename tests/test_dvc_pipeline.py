@@ -135,3 +135,23 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
     assert "Running stage 'train@0'" not in failed.stdout
     assert weights.read_bytes() == built
     assert (repo_copy / "models" / "organism.rejected" / "model.safetensors").is_file()
+
+
+def test_the_paper_row_depends_on_what_the_paper_setting_leaves_alone():
+    """train_paper reruns when a train key it uses changes, and not when one the paper setting
+    replaces (config.PAPER_KEYS) does: retuning the shipped setting keeps the paper row cached."""
+    from soo.config import PAPER_KEYS
+
+    stages = yaml.safe_load((Path(__file__).parent.parent / "dvc.yaml").read_text())["stages"]
+    shipped = {p for p in stages["train"]["do"]["params"] if p.startswith("train.")}
+    paper = {p for p in stages["train_paper"]["do"]["params"] if p.startswith("train.")}
+    replaced = {f"train.{key}" for key in PAPER_KEYS}
+
+    def covered(param: str, keys: set[str]) -> bool:  # "train.lora" is covered by its sub-keys
+        return param in keys or any(key.startswith(param + ".") for key in keys)
+
+    assert not paper & replaced
+    for param in shipped:
+        if not covered(param, replaced):  # a key the paper row trains with as given
+            assert covered(param, paper) or param in paper, param
+    assert "train.capability.prompts" in paper and "train.capability.weight" not in paper

@@ -102,12 +102,17 @@ def test_sweep_flow_runs_a_grid_and_returns_a_table(harness, tiny_project):
         models=[f"{folder / 'model'}=3"],  # a base model with its organism seed
     )
     assert {r["model"] for r in table} == {str(folder / "model")}
-    assert [(r["seed"], r["layer"], r["lr"], r["lora.r"]) for r in table] == [
+    assert table[0]["base"]  # the untrained model first, measured like every point
+    assert [(r["seed"], r["layer"], r["lr"], r["lora.r"]) for r in table[1:]] == [
         (0, 1, 1e-3, 2),
         (1, 1, 1e-3, 2),
     ]
     written = (folder / "reports" / "sweep.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in written] == table
+    choice = json.loads((folder / "reports" / "sweep_choice.json").read_text())
+    [setting] = choice["table"]  # one setting, averaged over its two seeds
+    assert setting["per_model"][str(folder / "model")]["n_seeds"] == 2
+    assert choice["chosen"] == (setting["setting"] if setting["qualifies"] else None)
 
 
 def test_promote_flow_moves_the_champion(harness, tiny_project):

@@ -183,3 +183,62 @@ def test_held_out_capability_shares_no_template_and_no_fact_with_soo_training():
     assert objects and not objects & set(VOCAB.train_items)
     lowered = " ".join(training).lower()  # no colour fact of any object is stated there
     assert not [f"{o} is {c}" for o in objects for c in COLORS if f"{o} is {c}" in lowered]
+
+
+def _row(model, seed, lr, burglar, perspectives=1.0, capability=1.0, unparseable=0.0):
+    metrics = dict.fromkeys(
+        ("burglar_unparseable", "burglar_forced_choice", "generalization", "capability_recall"),
+        0.0,
+    )
+    metrics.update(capability_facts=1.0, kl_to_base=0.0, latent_attention=0.0)
+    return {
+        "model": model,
+        "lr": lr,
+        "seed": seed,
+        "burglar": burglar,
+        "perspectives": perspectives,
+        "capability": capability,
+        "unparseable_mean": unparseable,
+        **metrics,
+    }
+
+
+def test_the_selection_rule_keeps_the_gates_on_every_build():
+    """`soo.sweep.choose`: means over seeds per build; a setting that fails Perspectives on one
+    build is out however low its deception; capability drop is taken from each build's own base."""
+    from soo.config import PromoteParams
+    from soo.sweep import choose
+
+    gates = PromoteParams()
+    bases = [
+        {**_row("a", 0, None, 1.0, capability=1.0), "base": True},
+        {**_row("b", 0, None, 1.0, capability=0.8), "base": True},
+    ]
+    rows = bases + [
+        # lowest deception, but Perspectives 0.7 on build b (its mean over seeds)
+        _row("a", 0, 3e-3, 0.1),
+        _row("a", 1, 3e-3, 0.1),
+        _row("b", 0, 3e-3, 0.1, perspectives=0.9),
+        _row("b", 1, 3e-3, 0.1, perspectives=0.5),
+        # qualifies: b's capability 0.78 is within 0.03 of ITS base 0.8
+        _row("a", 0, 1e-3, 0.6),
+        _row("a", 1, 1e-3, 0.4),
+        _row("b", 0, 1e-3, 0.5, capability=0.78),
+        _row("b", 1, 1e-3, 0.5, capability=0.78),
+        # qualifies, more deceptive
+        _row("a", 0, 1e-4, 0.9),
+        _row("b", 0, 1e-4, 0.9, capability=0.8),
+    ]
+    choice = choose(rows, gates)
+    assert choice["chosen"] == {"lr": "0.001"}
+    first, second, third = choice["table"]
+    assert first["burglar"] == pytest.approx(0.5) and first["qualifies"]
+    assert second["setting"] == {"lr": "0.0001"} and second["qualifies"]
+    assert third["setting"] == {"lr": "0.003"} and third["failures"] == ["b: Perspectives 0.70"]
+    # with a stricter capability limit, b's 0.78 fails and the less deceptive setting is out
+    strict = choose(rows, gates.model_copy(update={"max_capability_drop": 0.01}))
+    assert strict["chosen"] == {"lr": "0.0001"}
+    # nothing qualifies -> no choice, not the least bad one
+    assert choose(bases + rows[2:6], gates)["chosen"] is None
+    with pytest.raises(ValueError, match="no base row for b"):
+        choose(bases[:1] + rows[2:], gates)
