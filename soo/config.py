@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from soo.errors import ParamsError
 from soo.names import CORPUS_KINDS, TEST_FAMILIES
-from soo.vocabulary import disjointness_conflicts, load_vocabulary
+from soo.vocabulary import Vocabulary, disjointness_conflicts, load_vocabulary
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -57,6 +57,14 @@ class ScenariosParams(Section):
     output_dir: str = Field(
         "data/scenarios", description="Folder of the JSONL files, one a family."
     )
+
+    def vocab(self) -> Vocabulary:
+        """The vocabulary in force: `vocabulary` with `train_items` applied, so every consumer
+        (pairs, corpus, world, held-out capability) sees the items the SOO pairs really name."""
+        vocab = load_vocabulary(self.vocabulary)
+        if self.train_items is None:
+            return vocab
+        return vocab.model_copy(update={"train_items": list(self.train_items)})
 
     @model_validator(mode="after")
     def _check_vocabulary(self) -> ScenariosParams:

@@ -33,7 +33,7 @@ from soo.names import (  # noqa: F401 - re-exported: the family names belong to 
     PAIR_FAMILIES,
     TEST_FAMILIES,
 )
-from soo.vocabulary import Vocabulary, load_vocabulary
+from soo.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -295,8 +295,8 @@ def build_scenarios(params: ScenariosParams) -> dict[str, list[Record]]:
     """Every file's records, keyed by its path under the output folder without .jsonl: the SOO
     training and latent-probe pairs ("soo_pairs", "latent_probes") and each scenario family of each
     split ("dev/burglar", "test/burglar", ...)."""
-    vocab = load_vocabulary(params.vocabulary)
-    items = vocab.train_items if params.train_items is None else params.train_items
+    vocab = params.vocab()
+    items = vocab.train_items
     datasets: dict[str, list[Record]] = {
         family: pair_records(family, items, vocab.other) for family in PAIR_FAMILIES
     }

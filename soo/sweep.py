@@ -26,7 +26,6 @@ from soo.objective import SooForward, add_lora
 from soo.organism.metrics import capability_measure
 from soo.scenarios import GENERALIZATION_FAMILIES
 from soo.train import capability_texts, epoch_seed, make_optimizer, train_step
-from soo.vocabulary import load_vocabulary
 
 FAMILIES = ("burglar", *GENERALIZATION_FAMILIES, "perspectives")
 SWEEP_SEED_OFFSET = 10_000  # sweep seed s draws LoRA init, order and dropout from s + offset
@@ -131,7 +130,7 @@ def measure(params: Params, model, tokenizer, n: int, alignment: str) -> dict[st
     capability as the evaluate stage measures it, on the dev split)."""
     tests, probes, everything = dev_inputs(params, n)
     evaluation = params.evaluate.model_copy(update={"max_new_tokens": 24})
-    vocab = load_vocabulary(params.scenarios.vocabulary)
+    vocab = params.scenarios.vocab()
     metrics, _ = evaluate_model(
         model,
         tokenizer,

@@ -185,6 +185,22 @@ def test_held_out_capability_shares_no_template_and_no_fact_with_soo_training():
     assert not [f"{o} is {c}" for o in objects for c in COLORS if f"{o} is {c}" in lowered]
 
 
+def test_held_out_capability_follows_a_train_items_override():
+    """With `scenarios.train_items` set, the SOO pairs name those items, so they leave the
+    held-out capability set and the paper's other items (then in no pair) may be in it."""
+    from soo.organism.metrics import held_out_objects
+
+    default = ScenariosParams()
+    items = default.vocab().train_items[:5]
+    custom = ScenariosParams(train_items=items)
+    assert custom.vocab().train_items == items
+    assert not held_out_objects(custom.vocab()) & set(items)
+    assert held_out_objects(default.vocab()) == held_out_objects(VOCAB)
+    pairs = build_scenarios(custom)["soo_pairs"]
+    named = {item for item in items if any(item in p.self_prompt for p in pairs)}
+    assert named == set(items)
+
+
 def _row(model, seed, lr, burglar, perspectives=1.0, capability=1.0, unparseable=0.0):
     metrics = dict.fromkeys(
         ("burglar_unparseable", "burglar_forced_choice", "generalization", "capability_recall"),

@@ -19,7 +19,6 @@ from soo.models import load_model
 from soo.organism.metrics import capability_measure
 from soo.scenarios import TEST_FAMILIES
 from soo.tracking import stage_run
-from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("soo.pipeline.evaluate")
 
@@ -48,7 +47,7 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     (n_per_family; the reported numbers). Both files are written only after both succeed."""
     ev = params.evaluate
     model, tokenizer = load_evaluated(params, name)
-    measure = capability_measure(load_vocabulary(params.scenarios.vocabulary), params.organism, ev)
+    measure = capability_measure(params.scenarios.vocab(), params.organism, ev)
     results = {}
     for split, n in (("dev", None), ("test", ev.n_per_family)):
         split_start = time.perf_counter()

@@ -10,7 +10,6 @@ from soo.data import write_jsonl
 from soo.organism.neutral import neutral_records
 from soo.organism.world import held_out_keys
 from soo.scenarios import held_out_records
-from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("soo.pipeline.neutral")
 N_TEXTS = 512
@@ -20,7 +19,7 @@ OUT = str(paths.NEUTRAL_TEXTS)
 def main(params_path: str = "params.yaml", out: str = OUT) -> Path:
     params = load_params(params_path)
     held_out = held_out_keys(held_out_records(params))
-    vocab = load_vocabulary(params.scenarios.vocabulary)
+    vocab = params.scenarios.vocab()
     path = write_jsonl(out, neutral_records(vocab, params.organism, held_out, N_TEXTS))
     log.info("wrote %d neutral texts to %s", N_TEXTS, path)
     return path

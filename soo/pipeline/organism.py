@@ -23,7 +23,6 @@ from soo.organism.metrics import OrganismMetrics, answer_probe, measure_organism
 from soo.organism.world import held_out_keys
 from soo.scenarios import held_out_records, read_split, scenario_record
 from soo.tracking import stage_run
-from soo.vocabulary import load_vocabulary
 
 log = logging.getLogger("soo.pipeline.organism")
 
@@ -42,7 +41,7 @@ def main(params_path: str = "params.yaml") -> dict:
 
 def _build(params, start: float, tracker) -> dict:
     org = params.organism
-    vocab = load_vocabulary(params.scenarios.vocabulary)
+    vocab = params.scenarios.vocab()
     # The targets are checked on dev records (a build is accepted or rejected: a selection); the
     # corpus avoids every dev and test scene.
     dev = read_split(params, "dev")
