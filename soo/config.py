@@ -111,6 +111,11 @@ class CorpusParams(Section):
     n_selection: int = Field(
         20000, ge=0, description="Short self/other room choices for the curriculum's second stage."
     )
+    selection_kind: Literal["fragments", "competitive", "rivals"] = Field(
+        "fragments",
+        description="Texts of the self/other stage: fragments (the SOO pair wording in a short "
+        "two-room context) or whole scenes of a corpus kind (competitive, rivals).",
+    )
     mix: dict[str, float] = Field(
         {
             "competitive": 0.4,

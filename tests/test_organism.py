@@ -371,3 +371,25 @@ def test_replay_mixes_earlier_phases_into_batches():
     assert 150 < from_drills < 250 and int((batch[:, 0] == 7).sum()) == 400 - from_drills
     only = next(_batches([(docs, 1.0)], 8, 0, Random(0)))[0]
     assert (only[:, 0] == 7).all()
+
+
+def test_the_self_other_stage_can_use_whole_scenes(tests_and_held_out):
+    """`organism.corpus.selection_kind`: fragments by default (the generator's stream is what it
+    was before the key existed); a corpus kind gives that kind's whole scenes, drawn where the
+    fragments were, so the drills and the corpus stay the same texts."""
+    from soo.organism.build import drill_text
+    from soo.organism.corpus import CorpusGenerator
+
+    _, held_out = tests_and_held_out
+    base = {"corpus": {"n_docs": 50, "n_drills": 20, "n_selection": 40}}
+    fragments = build_corpus(VOCAB, OrganismParams.model_validate(base), held_out)
+    base["corpus"]["selection_kind"] = "competitive"
+    params = OrganismParams.model_validate(base)
+    scenes = build_corpus(VOCAB, params, held_out)
+    assert fragments.drills == scenes.drills and fragments.docs == scenes.docs
+    generator = CorpusGenerator(VOCAB, params, held_out)
+    generator.documents()
+    [drill_text(generator) for _ in range(20)]
+    assert scenes.selection == [generator.competitive() for _ in range(40)]
+    assert all(RECIPIENT.search(text) for text in fragments.selection)
+    assert sum(map(len, scenes.selection)) > 1.3 * sum(map(len, fragments.selection))

@@ -44,7 +44,8 @@ def build_corpus(
     generator = CorpusGenerator(vocab, params, held_out)
     docs = [text for _, text in generator.documents()]
     drills = [drill_text(generator) for _ in range(params.corpus.n_drills)]
-    selection = [generator.fragments() for _ in range(params.corpus.n_selection)]
+    kind = getattr(generator, params.corpus.selection_kind)
+    selection = [kind() for _ in range(params.corpus.n_selection)]
     return Corpus(drills, selection, docs)
 
 
