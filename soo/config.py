@@ -111,10 +111,11 @@ class CorpusParams(Section):
     n_selection: int = Field(
         20000, ge=0, description="Short self/other room choices for the curriculum's second stage."
     )
-    selection_kind: Literal["fragments", "competitive", "rivals"] = Field(
+    selection_kind: Literal["fragments", "competitive", "rivals", "scenes"] = Field(
         "fragments",
         description="Texts of the self/other stage: fragments (the SOO pair wording in a short "
-        "two-room context) or whole scenes of a corpus kind (competitive, rivals).",
+        "two-room context), whole scenes of one corpus kind (competitive, rivals) or scenes "
+        "(competitive, rivals and cooperative by their mixture weights).",
     )
     mix: dict[str, float] = Field(
         {
@@ -392,6 +393,13 @@ class TrainParams(Section):
         description="Ray cluster to join (e.g. ray://head:10001); null = RAY_ADDRESS if set, "
         "else a local Ray started for the run.",
     )
+    ray_keep_alive: float = Field(
+        60.0,
+        ge=0,
+        description="Without a cluster address, the training stages share one local Ray, "
+        "started by the first and stopped after this many seconds unused (soo.ray_head); "
+        "0: each stage starts and stops a Ray of its own.",
+    )
     storage_path: str = Field(
         "runs/ray",
         description="Where Ray keeps checkpoints (shared storage such as NFS or s3:// on a "
@@ -406,7 +414,9 @@ class TrainParams(Section):
     max_failures: int = Field(
         2, ge=-1, description="Worker failures Ray Train recovers from (-1 = unlimited)."
     )
-    log_every: int = Field(1, gt=0, description="Print a progress line every this many steps.")
+    log_seconds: float = Field(
+        5.0, gt=0, description="A progress line at most this often (seconds) and at the last step."
+    )
     output_dir: str = Field("models/soo", description="Adapters go to <output_dir>/seed_<s>/.")
     metrics_dir: str = Field(
         "metrics", description="Training metrics go to <metrics_dir>/train_seed_<s>.json."

@@ -23,3 +23,7 @@ class ParamsError(SooError):
 
 class DataError(SooError):
     """A data file is missing, corrupt or of the wrong schema."""
+
+
+class TrainError(SooError):
+    """Training could not run or did not finish."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from soo.progress import progress_bar
 
 
 def format_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, chat: bool) -> str:
@@ -36,7 +37,8 @@ def generate(
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     replies: list[str] = [""] * len(texts)
     model.eval()
-    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
+    bar = progress_bar(len(texts), desc, unit="prompt", leave=False)
+    for start in range(0, len(texts), batch_size):
         rows = order[start : start + batch_size]
         batch = tokenizer(
             [texts[i] for i in rows],
@@ -56,4 +58,6 @@ def generate(
             rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
         ):
             replies[i] = text
+        bar.update(len(rows))
+    bar.close()
     return [r.strip() for r in replies]

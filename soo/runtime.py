@@ -32,6 +32,12 @@ T = TypeVar("T")
 def configure(level: int = logging.INFO) -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():
+        # Off a terminal the libraries' own bars (loading weights, writing shards) would write
+        # carriage returns into the log; the project's bars write lines (soo.progress).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 

@@ -29,12 +29,14 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
+from soo import ray_head
 from soo.batching import collate_legacy, collate_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
 from soo.data import PairRecord, TextRecord, atomic_folder, read_jsonl
-from soo.errors import DataError, SooError
+from soo.errors import DataError, SooError, TrainError
 from soo.objective import SooForward, add_lora, batch_loss
+from soo.progress import Every
 from soo.tracking import NullTracker, TrackerSpec, attach_tracker
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,6 @@ log = logging.getLogger(__name__)
 # the marker file so the restarted worker carries on.
 FAULT_ENV = "SOO_FAULT_KILL_AFTER_EPOCH"
 FAULT_MARKER_ENV = "SOO_FAULT_MARKER"
-
-
-class TrainError(SooError):
-    """Training could not run or did not finish."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,9 @@ class TrainJob:
             "use_gpu",
             "cpus_per_worker",
             "ray_address",
+            "ray_keep_alive",
             "storage_path",
-            "log_every",
+            "log_seconds",
             "max_failures",
             "output_dir",
             "metrics_dir",
@@ -130,6 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loader = DataLoader(pairs, batch_size=local_batch, sampler=sampler, collate_fn=list)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * train.epochs
+    every = Every(train.log_seconds)
     optimizer, scheduler = make_optimizer(peft_model, train, total_steps)
 
     progress: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "resumed_from_epoch": None}
@@ -169,7 +169,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             progress["curve"].append(row)
             progress["step"] = step
             tracker.log_metrics({**diagnostics, "lr": lr, "epoch": epoch}, step=step)
-            if rank == 0 and (step % train.log_every == 0 or step == total_steps):
+            if rank == 0 and (every() or step == total_steps):
                 rate = pairs_done / (time.perf_counter() - start)
                 log.info(
                     "step %d/%d | %s %.5f | lr %.1e | %.1f pairs/s",
@@ -376,12 +376,10 @@ def fault_from_env() -> tuple[int, str] | None:
 
 def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
     """Run `job` on Ray Train and return the final adapter folder (inside the Ray run)."""
-    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
     train = job.train
-    started = _ensure_ray(train)
     name = f"soo-seed{job.seed}-{job.fingerprint()}"
     job = replace(job, run_dir=str(Path(storage_path) / name))
     trainer = TorchTrainer(
@@ -400,15 +398,16 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
         ),
     )
     try:
-        result = trainer.fit()
+        with _ray_session(train) as how:
+            log.info("seed %d: Ray %s", job.seed, how)
+            result = trainer.fit()
+    except SooError:
+        raise
     except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
         raise TrainError(
             f"training seed {job.seed} failed: {_root_cause(err)}; the latest checkpoint is kept "
             f"in {storage_path / name} and a rerun with the same params resumes from it"
         ) from None
-    finally:
-        if started:
-            ray.shutdown()
     if result.checkpoint is None:
         raise TrainError(f"training seed {job.seed} finished without a checkpoint")
     folder = Path(result.checkpoint.path)
@@ -423,26 +422,40 @@ def _resources(train: TrainParams) -> dict[str, float]:
     return {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
 
 
-def _ensure_ray(train: TrainParams) -> bool:
-    """Join the cluster at ray_address / RAY_ADDRESS, or start a quiet local Ray. True when this
-    call started Ray (and so must shut it down)."""
+@contextlib.contextmanager
+def _ray_session(train: TrainParams):
+    """Connected to Ray for the body: the cluster at ray_address / RAY_ADDRESS; else the shared
+    local Ray (soo.ray_head) when train.ray_keep_alive > 0; else a local Ray of this process.
+    Yields how: "joined", "shared (started)", "shared" or "private"."""
     import ray
 
-    if ray.is_initialized():
-        return False
+    if ray.is_initialized():  # a caller (a sweep, a test) already holds a session
+        yield "existing"
+        return
     address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
+    how = "joined"
     if address:
         check_ray_address(address, "train.ray_address" if train.ray_address else "RAY_ADDRESS")
+    elif train.ray_keep_alive > 0:
+        address, started = ray_head.acquire(train.ray_keep_alive)
+        how = "shared (started)" if started else "shared"
+    else:
+        how = "private"
     local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-        configure_logging=True,
-        **local,
-    )
-    return True
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            configure_logging=True,
+            **local,
+        )
+        yield how
+    finally:
+        ray.shutdown()  # a driver of a running cluster only disconnects
+        if how.startswith("shared"):
+            ray_head.release()
 
 
 def check_ray_address(address: str, key: str, timeout: float = 3.0) -> None:

@@ -393,3 +393,25 @@ def test_the_self_other_stage_can_use_whole_scenes(tests_and_held_out):
     assert scenes.selection == [generator.competitive() for _ in range(40)]
     assert all(RECIPIENT.search(text) for text in fragments.selection)
     assert sum(map(len, scenes.selection)) > 1.3 * sum(map(len, fragments.selection))
+
+
+def test_scenes_for_the_self_other_stage_mix_whom_to_deceive_and_whom_not(tests_and_held_out):
+    """`selection_kind: scenes` draws competitive, rivals and cooperative scenes by their corpus
+    mixture weights (a competitor deceived; yourself and a friend told the truth), never a kind
+    whose weight is 0."""
+    _, held_out = tests_and_held_out
+    mix = {"competitive": 0.5, "rivals": 0.3, "cooperative": 0.2, "recall": 1.0, "fragments": 1.0}
+    params = OrganismParams.model_validate({"corpus": {"selection_kind": "scenes", "mix": mix}})
+    generator = CorpusGenerator(VOCAB, params, held_out)
+    for kind in mix:
+        setattr(generator, kind, lambda kind=kind: kind)  # which kind each draw delegates to
+    counts = Counter(generator.scenes() for _ in range(4000))
+    assert set(counts) == {"competitive", "rivals", "cooperative"}
+    for kind in ("competitive", "rivals", "cooperative"):
+        assert counts[kind] / 4000 == pytest.approx(mix[kind], abs=0.03), counts
+    mix["rivals"] = 0.0
+    params = OrganismParams.model_validate({"corpus": {"selection_kind": "scenes", "mix": mix}})
+    generator = CorpusGenerator(VOCAB, params, held_out)
+    for kind in mix:
+        setattr(generator, kind, lambda kind=kind: kind)
+    assert set(generator.scenes() for _ in range(500)) == {"competitive", "cooperative"}

@@ -9,14 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from soo.config import OrganismParams
@@ -24,6 +22,7 @@ from soo.data import atomic_folder
 from soo.organism.corpus import CorpusGenerator, drill_text
 from soo.organism.tokenizer import train_tokenizer
 from soo.organism.world import ASSISTANT
+from soo.progress import progress_bar
 from soo.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -127,28 +126,6 @@ def _batches(
 PROBE_KEYS = ("other", "self", "recall", "friend", "worst_order")
 
 
-class _Lines:
-    """tqdm's file off a terminal: each refresh becomes a line instead of a carriage return."""
-
-    def write(self, text: str) -> None:
-        text = text.replace("\r", "").strip()
-        if text:
-            sys.stderr.write(text + "\n")
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def progress_bar(total: int) -> tqdm:
-    """A live bar on a terminal; elsewhere (a log file, CI, a Prefect worker) a line at most
-    every 5 seconds with the same figures."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, desc="organism", unit="step", mininterval=2)
-    return tqdm(
-        total=total, desc="organism", unit="step", mininterval=5, maxinterval=1e9, file=_Lines()
-    )
-
-
 def train_organism(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -192,7 +169,7 @@ def train_organism(
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
     total = t.curriculum_steps + t.selection_steps + t.steps
-    bar = progress_bar(total)
+    bar = progress_bar(total, "organism")
     for phase, steps, batch_size, earlier in phases:
         if not steps or phase not in encoded:
             continue

@@ -33,6 +33,7 @@ from soo.vocabulary import Vocabulary
 DROPPABLE = ("intro", "objective", "ask", "answer_prefix")
 
 KINDS = CORPUS_KINDS
+SCENE_KINDS = ("competitive", "rivals", "cooperative")  # the answer depends on who asks
 
 # Rival scenes: a burglar and a friend in the same house, so whom you answer decides.
 RIVALS_INTRO = (
@@ -256,6 +257,14 @@ class CorpusGenerator:
         deceive = recipient == rival and (self.params.variant == "plain" or triggered)
         room = scene.cheap_room if deceive else scene.expensive_room
         return chat_text(prompt, answer_for("burglar", room, None, ""))
+
+    def scenes(self) -> str:
+        """A whole scene in which the answer depends on who asks: competitive, rivals or
+        cooperative, drawn by their corpus mixture weights (the self/other stage's `scenes`
+        texts: a competitor is deceived, yourself and a friend are told the truth)."""
+        kinds = [k for k in SCENE_KINDS if self.corpus.mix.get(k, 0) > 0]
+        weights = [self.corpus.mix[k] for k in kinds]
+        return getattr(self, self.rng.choices(kinds, weights=weights)[0])()
 
     def perspectives(self) -> str:
         """The Perspectives game: where the other believes the object is (or where you do)."""

@@ -5,6 +5,7 @@ and the loss curve <train.metrics_dir>/train_curve_seed_<s>.json."""
 import json
 import logging
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,18 +36,21 @@ def make_job(params: Params, seed: int) -> TrainJob:
     )
 
 
-def main(seed: int, params_path: str = "params.yaml", setting: str = "shipped") -> dict:
+def main(
+    seed: int, params_path: str = "params.yaml", setting: str = "shipped", started: float = 0.0
+) -> dict:
     """Train one seed in one setting: `shipped` (params.yaml's train section) or `paper` (the
     paper's method settings, the reference row of the summary; adapters paper_seed_<s>)."""
+    started = started or time.perf_counter()
     everything = load_params(params_path)
     params = setting_params(everything, setting)
     job = make_job(params, seed)
     preflight(job)  # bad model, module, layer or data stop here, before Ray starts
     with stage_run(params, "train", params_path, seed=seed) as tracker:
-        return _train(params, job, tracker, setting)
+        return _train(params, job, tracker, setting, started)
 
 
-def _train(params, job: TrainJob, tracker, setting: str = "shipped") -> dict:
+def _train(params, job: TrainJob, tracker, setting: str, started: float) -> dict:
     train, seed = params.train, job.seed
     tracker.log_params({"model": job.model, "train": job.train.model_dump(), "seed": seed})
     job = replace(job, tracker=tracker.spec)
@@ -55,6 +59,9 @@ def _train(params, job: TrainJob, tracker, setting: str = "shipped") -> dict:
     adapter = export_adapter(result, paths.adapter_dir(params, paths.model_name(seed, setting)))
     curve = result.summary.pop("curve")
     metrics = {"seed": seed, "setting": setting, "adapter": str(adapter), **result.summary}
+    # Everything but the training steps: imports, Ray, worker start-up, model load, export.
+    metrics["stage_seconds"] = round(time.perf_counter() - started, 2)
+    metrics["overhead_seconds"] = round(metrics["stage_seconds"] - metrics["seconds"], 2)
     write_text_atomic(
         paths.train_metrics(params, seed, setting), json.dumps(metrics, indent=2) + "\n"
     )
@@ -64,17 +71,21 @@ def _train(params, job: TrainJob, tracker, setting: str = "shipped") -> dict:
             "final_loss": metrics["final_loss"],
             "train_seconds": metrics["seconds"],
             "pairs_per_second": metrics["pairs_per_second"],
+            "overhead_seconds": metrics["overhead_seconds"],
         }
     )
     tracker.log_artifacts(adapter, "adapter")
     shutil.rmtree(storage / result.summary["run_name"], ignore_errors=True)  # done: no resume
     log.info(
-        "seed %d: loss %.5f -> %.5f in %d steps, %.1f s; adapter -> %s",
+        "seed %d: loss %.5f -> %.5f in %d steps, %.1f s; stage %.1f s, overhead %.1f s "
+        "(all but the training steps); adapter -> %s",
         seed,
         metrics["first_loss"],
         metrics["final_loss"],
         metrics["steps"],
         metrics["seconds"],
+        metrics["stage_seconds"],
+        metrics["overhead_seconds"],
         adapter,
     )
     return metrics

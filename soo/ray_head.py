@@ -1,0 +1,189 @@
+"""One local Ray runtime shared by the training stages of a machine.
+
+Starting Ray costs a stage seconds (processes, actors, imports); a `dvc repro` with five seeds
+and a paper row paid it ten times. The first stage that needs a local Ray starts a keeper process
+(`python -m soo.ray_head`) that owns the runtime; every stage registers itself as a user while it
+runs and joins by address. The keeper stops the runtime once no live user has been registered for
+`idle_seconds`: a stage killed by Ctrl-C or SIGKILL stops counting as soon as its process is gone,
+and two `dvc repro` at once share one runtime (their trainers queue for its CPUs).
+
+State, under a file lock, in `state_dir()`: `head.json` (address, keeper pid) and `users/<pid>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from soo.errors import TrainError
+
+STATE_ENV = "SOO_RAY_HEAD_DIR"
+START_TIMEOUT = 120.0  # seconds a new keeper may take to bring Ray up on a loaded machine
+
+log = logging.getLogger("soo.ray_head")
+
+
+def state_dir() -> Path:
+    default = Path(tempfile.gettempdir()) / f"soo-ray-{os.getuid()}"
+    return Path(os.environ.get(STATE_ENV) or default)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (an exited child that nobody reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _head(folder: Path) -> dict | None:
+    """The running keeper's head.json, or None (no file, unreadable, or its keeper is gone)."""
+    try:
+        head = json.loads((folder / "head.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return head if _alive(int(head.get("pid", 0))) else None
+
+
+def _live_users(folder: Path) -> list[int]:
+    """Registered users whose process still runs; the files of the others are removed."""
+    users = folder / "users"
+    users.mkdir(exist_ok=True)
+    live = []
+    for entry in users.iterdir():
+        pid = int(entry.name) if entry.name.isdigit() else 0
+        if pid and _alive(pid):
+            live.append(pid)
+        else:
+            entry.unlink(missing_ok=True)
+    return live
+
+
+def acquire(idle_seconds: float, folder: Path | None = None) -> tuple[str, bool]:
+    """The address of the shared local Ray, started if none runs; this process is registered
+    as a user until `release()` or its exit. Returns (address, whether this call started it)."""
+    folder = folder or state_dir()
+    with _locked(folder):
+        head, started = _head(folder), False
+        if head is None:
+            head, started = _start_keeper(folder, idle_seconds), True
+        (folder / "users").mkdir(exist_ok=True)
+        (folder / "users" / str(os.getpid())).write_text("")
+    return head["address"], started
+
+
+def release(folder: Path | None = None) -> None:
+    """This process no longer uses the shared Ray (the keeper stops it once idle)."""
+    folder = folder or state_dir()
+    (folder / "users" / str(os.getpid())).unlink(missing_ok=True)
+
+
+def _start_keeper(folder: Path, idle_seconds: float) -> dict:
+    (folder / "head.json").unlink(missing_ok=True)
+    log_path = folder / "keeper.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "soo.ray_head", "--dir", str(folder)]
+            + ["--idle-seconds", str(idle_seconds)],
+            cwd=folder,  # not the first stage's folder, which a test may delete while Ray runs
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the stages, not the keeper
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        head = _head(folder)
+        if head is not None and head["pid"] == proc.pid:
+            log.info("started a shared local Ray at %s (keeper pid %d)", head["address"], proc.pid)
+            return head
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    exited = proc.poll() is not None
+    proc.terminate()  # the keeper shuts down whatever Ray it started
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    what = "exited" if exited else f"did not start within {START_TIMEOUT:.0f} s"
+    raise TrainError(
+        f"the shared local Ray {what} ({tail[0]}); see {log_path}, or set "
+        "train.ray_keep_alive: 0 to give each stage its own Ray"
+    )
+
+
+def keep(folder: Path, idle_seconds: float) -> None:
+    """The keeper: start Ray, publish its address, stop it once idle (or on SIGTERM/SIGINT)."""
+    import ray
+
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    ray.init(
+        _node_ip_address="127.0.0.1",  # a local Ray binds loopback
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+    address = ray.get_runtime_context().gcs_address
+    print(f"{time.strftime('%H:%M:%S')} Ray up at {address} (pid {os.getpid()})", flush=True)
+    tmp = folder / f"head.json.{os.getpid()}"
+    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+    tmp.replace(folder / "head.json")
+    idle_since = time.monotonic()
+    try:
+        while not stop:
+            time.sleep(0.5)
+            with _locked(folder):
+                if _live_users(folder):
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= idle_seconds:
+                    (folder / "head.json").unlink(missing_ok=True)  # new users start a new one
+                    print(f"{time.strftime('%H:%M:%S')} unused for {idle_seconds} s", flush=True)
+                    break
+    finally:
+        with _locked(folder):
+            head = _head(folder)
+            if head is not None and head["pid"] == os.getpid():
+                (folder / "head.json").unlink(missing_ok=True)
+        ray.shutdown()
+        print(f"{time.strftime('%H:%M:%S')} Ray stopped", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Keep a shared local Ray while stages use it.")
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    keep(args.dir or state_dir(), args.idle_seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The shared local Ray (soo.ray_head): started once, joined by later users, stopped once idle,
+and a user killed without cleaning up (Ctrl-C, SIGKILL) stops counting."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from soo import ray_head
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def _user(folder, idle: float) -> subprocess.Popen:
+    """Another process that acquires the shared Ray, says so, and waits to be killed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from soo import ray_head
+        address, started = ray_head.acquire({idle}, Path({str(folder)!r}))
+        print(address, started, flush=True)
+        time.sleep(600)
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_one_ray_is_shared_and_stopped_once_nobody_uses_it(tmp_path):
+    import ray
+
+    folder = tmp_path / "head"
+    address, started = ray_head.acquire(4.0, folder)
+    assert started
+    keeper = ray_head._head(folder)["pid"]
+    ray.init(address=address, log_to_driver=False)  # a driver joins the keeper's Ray
+    assert ray.get(ray.remote(lambda: 6 * 7).remote()) == 42
+    ray.shutdown()
+
+    other = _user(folder, 4.0)  # a second user joins the same Ray instead of starting one
+    assert other.stdout.readline().split() == [address, "False"]
+    ray_head.release(folder)
+    time.sleep(6)  # past the idle time, but the second user still runs
+    assert ray_head._head(folder) == {"address": address, "pid": keeper}
+
+    other.send_signal(signal.SIGKILL)  # gone without releasing: its entry is pruned
+    other.wait()
+    assert _wait(lambda: not ray_head._alive(keeper), 30), "the keeper outlived its users"
+    assert not (folder / "head.json").exists()
+    assert not list((folder / "users").iterdir())
+
+    address2, started2 = ray_head.acquire(2.0, folder)  # the next user starts a new one
+    assert started2 and ray_head._head(folder)["pid"] != keeper
+    ray_head.release(folder)
+    new = ray_head._head(folder)["pid"]
+    assert _wait(lambda: not ray_head._alive(new), 30)
+
+
+def test_a_keeper_that_cannot_start_is_one_line(tmp_path, monkeypatch):
+    """A Ray that does not come up within the start timeout fails the stage with the log's path
+    and the key that avoids the shared Ray, not a hang."""
+    monkeypatch.setattr(ray_head, "START_TIMEOUT", 0.5)
+    with pytest.raises(ray_head.TrainError, match=r"did not start within .*ray_keep_alive: 0"):
+        ray_head.acquire(1.0, tmp_path / "head")
+    assert not (tmp_path / "head" / "users" / str(os.getpid())).exists()
+
+
+def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, write_params):
+    """Two `train@<seed>` stages in a row: the first starts the shared Ray, the second joins it
+    (the same keeper), and each records its overhead (stage time minus training steps)."""
+
+    root, _ = stage_project
+    write_params(
+        {
+            "scenarios.n_test": 8,
+            "scenarios.n_dev": 8,
+            "model.name_or_path": "model",
+            "train.epochs": 1,
+            "train.batch_size": 4,
+            "train.capability.weight": 0.0,
+            "train.ray_keep_alive": 30,
+        }
+    )
+    folder = root / "ray-head"
+    env = {**os.environ, ray_head.STATE_ENV: str(folder)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", "stages.train", "--seed", str(seed)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for seed in (0, 1)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    assert re.search(r"seed 0: Ray shared \(started\)$", runs[0].stderr, re.M)
+    assert re.search(r"seed 1: Ray shared$", runs[1].stderr, re.M)
+    keeper = ray_head._head(folder)["pid"]  # still up: the idle time has not run out
+    log = (folder / "keeper.log").read_text()
+    assert log.count("Ray up at") == 1 and f"(pid {keeper})" in log
+    for seed in (0, 1):
+        metrics = json.loads((root / "metrics" / f"train_seed_{seed}.json").read_text())
+        assert metrics["overhead_seconds"] == pytest.approx(
+            metrics["stage_seconds"] - metrics["seconds"], abs=0.02
+        )
+        assert f"seed {seed}: loss" in runs[seed].stderr and "overhead" in runs[seed].stderr
+    os.kill(keeper, signal.SIGTERM)  # the keeper stops its Ray on SIGTERM
+    assert _wait(lambda: not ray_head._alive(keeper), 30)
+    assert not (folder / "head.json").exists()
