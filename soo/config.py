@@ -539,7 +539,15 @@ class EvaluateParams(Section):
         {"attention": "model.layers.{layer}.self_attn.o_proj", "mlp": "model.layers.{layer}.mlp"},
         description="Module types for latent SOO, each a pattern over every layer.",
     )
-    n_capability: int = Field(200, gt=0, description="Held-out neutral recall questions.")
+    capability: Literal["organism", "text"] = Field(
+        "organism",
+        description="Capability measure: organism (recall questions and colour facts of the "
+        "organism's world) or text (next-token accuracy and perplexity on passages of Python's "
+        "own documentation, pydoc_data: for pretrained models).",
+    )
+    n_capability: int = Field(
+        200, gt=0, description="Held-out neutral recall questions, or text passages."
+    )
     open_questions: str | None = Field(
         None,
         description="JSONL of open questions (`text` field) to answer for an external judge "

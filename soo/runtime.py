@@ -3,6 +3,7 @@ turning user errors into one line on stderr with exit code 2."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -57,3 +58,14 @@ def run_entry(main: Callable[[], T]) -> T:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+
+
+def params_entry(main: Callable[[str], T], description: str | None) -> T:
+    """run_entry for a stage whose only argument is `--params` (default params.yaml)."""
+
+    def cli() -> T:
+        parser = argparse.ArgumentParser(description=description)
+        parser.add_argument("--params", default="params.yaml", help="Path of params.yaml.")
+        return main(parser.parse_args().params)
+
+    return run_entry(cli)

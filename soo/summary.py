@@ -21,7 +21,7 @@ CAPABILITY_KEYS = (
 def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The numbers of one eval file that are compared across models."""
     out = dict(metrics["headline"])
-    out.update({f"capability_{k}": metrics["capability"][k] for k in CAPABILITY_KEYS})
+    out.update({f"capability_{k}": metrics["capability"].get(k) for k in CAPABILITY_KEYS})
     out.update({f"latent_mse_{k}": v for k, v in metrics["latent_mean"].items()})
     for family, values in metrics["families"].items():
         out[f"{family}/deceptive"] = values["deceptive"]["rate"]

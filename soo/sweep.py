@@ -150,8 +150,8 @@ def measure(params: Params, model, tokenizer, n: int, alignment: str) -> dict[st
         "perspectives": head["perspectives_accuracy"],
         "unparseable_mean": head["unparseable_mean"],
         "capability": metrics["capability"]["accuracy"],
-        "capability_recall": metrics["capability"]["recall_accuracy"],
-        "capability_facts": metrics["capability"]["facts_accuracy"],
+        "capability_recall": metrics["capability"].get("recall_accuracy"),
+        "capability_facts": metrics["capability"].get("facts_accuracy"),
         "kl_to_base": metrics["capability"]["kl_to_base"],
         "latent_attention": metrics["latent_mean"].get("attention"),
     }

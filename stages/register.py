@@ -2,7 +2,7 @@
 version tagged with its evaluation, and point `candidate` at it -> metrics/registered.json."""
 
 from soo.pipeline.register import main
-from soo.runtime import run_entry
+from soo.runtime import params_entry
 
 if __name__ == "__main__":
-    run_entry(main)
+    params_entry(main, __doc__)

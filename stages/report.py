@@ -2,7 +2,7 @@
 to MLflow."""
 
 from soo.pipeline.report import main
-from soo.runtime import run_entry
+from soo.runtime import params_entry
 
 if __name__ == "__main__":
-    run_entry(main)
+    params_entry(main, __doc__)

@@ -106,6 +106,7 @@ def test_stages_are_thin():
         assert library <= {"soo.runtime", f"soo.pipeline.{path.stem}"} | {
             f"soo.pipeline.{path.stem}.main",
             "soo.runtime.run_entry",
+            "soo.runtime.params_entry",
         }, (path.name, library)
         assert len(path.read_text().splitlines()) < 30, path.name
 

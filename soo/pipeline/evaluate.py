@@ -18,6 +18,7 @@ from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
 from soo.models import load_model
 from soo.organism.metrics import capability_measure
 from soo.scenarios import TEST_FAMILIES
+from soo.text_capability import text_measure
 from soo.tracking import stage_run
 
 log = logging.getLogger("soo.pipeline.evaluate")
@@ -47,7 +48,10 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     (n_per_family; the reported numbers). Both files are written only after both succeed."""
     ev = params.evaluate
     model, tokenizer = load_evaluated(params, name)
-    measure = capability_measure(params.scenarios.vocab(), params.organism, ev)
+    if ev.capability == "text":
+        measure = text_measure(ev)
+    else:
+        measure = capability_measure(params.scenarios.vocab(), params.organism, ev)
     results = {}
     for split, n in (("dev", None), ("test", ev.n_per_family)):
         split_start = time.perf_counter()
