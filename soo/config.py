@@ -527,6 +527,9 @@ class EvaluateParams(Section):
     n_per_family: int | None = Field(
         None, gt=0, description="Records per family (the first n); null = all (paper: 1000)."
     )
+    n_dev_per_family: int | None = Field(
+        None, gt=0, description="Dev records per family (the first n); null = all of them."
+    )
     max_new_tokens: int = Field(75, gt=0, description="Greedy tokens per reply (paper: 75).")
     batch_size: int = Field(64, gt=0, description="Prompts per generation batch.")
     chat_template: bool = Field(
@@ -591,6 +594,7 @@ class SummaryParams(Section):
     targets: SummaryTargets = Field(default_factory=SummaryTargets, description="Targets.")
     path: str = Field("metrics/summary.json", description="The summary file.")
     plots_dir: str = Field("metrics/plots", description="DVC plot data.")
+    report_dir: str = Field("reports", description="The report (report.html, report.md).")
 
 
 class RegistryParams(Section):

@@ -10,9 +10,6 @@ from pathlib import Path
 from soo.config import OrganismParams, Params
 from soo.names import PAIR_FAMILIES
 
-PROMOTION = Path("metrics/promotion.json")
-REGISTERED = Path("metrics/registered.json")
-REPORTS = Path("reports")
 NEUTRAL_TEXTS = Path("data/neutral/recall.jsonl")
 
 
@@ -74,3 +71,18 @@ def rejected_dir(organism: OrganismParams) -> Path:
     """Where a build that missed its targets is kept: <organism.output_dir>.rejected."""
     out = Path(organism.output_dir)
     return out.with_name(f"{out.name}.rejected")
+
+
+def registered(params: Params) -> Path:
+    """The register stage's record, beside the summary (metrics/registered.json)."""
+    return Path(params.summary.path).parent / "registered.json"
+
+
+def promotion(params: Params) -> Path:
+    """The promote stage's decision, beside the summary (metrics/promotion.json)."""
+    return Path(params.summary.path).parent / "promotion.json"
+
+
+def reports(params: Params) -> Path:
+    """The report's folder (reports/)."""
+    return Path(params.summary.report_dir)

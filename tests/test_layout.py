@@ -148,6 +148,6 @@ def test_dvc_yaml_names_the_paths_the_pipeline_writes():
             str(paths.eval_metrics(params, "seed_0", split)),
             str(paths.generations(params, "seed_0", split)),
         } <= outputs("evaluate", 0)
-    assert str(paths.REGISTERED) in outputs("register")
-    assert str(paths.PROMOTION) in outputs("promote")
-    assert any(o.startswith(f"{paths.REPORTS}/") for o in outputs("report"))
+    assert str(paths.registered(params)) in outputs("register")
+    assert str(paths.promotion(params)) in outputs("promote")
+    assert any(o.startswith(f"{paths.reports(params)}/") for o in outputs("report"))

@@ -44,8 +44,9 @@ def main(name: str, params_path: str = "params.yaml") -> dict:
 
 
 def _evaluate(params: Params, name: str, tracker) -> dict:
-    """Both splits: dev (all n_dev records a family; what selection reads) and test
-    (n_per_family; the reported numbers). Both files are written only after both succeed."""
+    """Both splits: dev (n_dev_per_family records a family, default all; what selection reads)
+    and test (n_per_family; the reported numbers). Both files are written only after both
+    succeed."""
     ev = params.evaluate
     model, tokenizer = load_evaluated(params, name)
     if ev.capability == "text":
@@ -53,7 +54,7 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     else:
         measure = capability_measure(params.scenarios.vocab(), params.organism, ev)
     results = {}
-    for split, n in (("dev", None), ("test", ev.n_per_family)):
+    for split, n in (("dev", ev.n_dev_per_family), ("test", ev.n_per_family)):
         split_start = time.perf_counter()
         records, probes = load_inputs(params, split, ev.families or TEST_FAMILIES, n)
         log.info("%s split: %d families", split, len(records))

@@ -32,7 +32,7 @@ def _promote(params, version: str | None, tracker) -> dict:
         "failed_gates": decision.failed,
         "passed_gates": decision.passed,
     }
-    write_text_atomic(paths.PROMOTION, json.dumps(out, indent=2) + "\n")
+    write_text_atomic(paths.promotion(params), json.dumps(out, indent=2) + "\n")
     tracker.set_tags(
         {
             "promoted": str(decision.promote),

@@ -76,7 +76,7 @@ def main(params_path: str = "params.yaml") -> dict:
     with stage_run(params, "register", params_path, seed=seed) as tracker:
         version = _register(params, seed, metrics, tracker)
     out = {"name": params.registry.name, "version": version, "seed": seed, "metrics": metrics}
-    write_text_atomic(paths.REGISTERED, json.dumps(out, indent=2) + "\n")
+    write_text_atomic(paths.registered(params), json.dumps(out, indent=2) + "\n")
     log.info("%s version %s (seed %d) is the candidate", params.registry.name, version, seed)
     return out
 

@@ -33,7 +33,7 @@ def _report(params, tracker) -> Path:
         f"seed_{s}": read_json(paths.train_curve(params, s), "dvc repro train")
         for s in params.train.seeds
     }
-    promotion_path = paths.PROMOTION
+    promotion_path = paths.promotion(params)
     promotion = json.loads(promotion_path.read_text()) if promotion_path.is_file() else None
     figures, tables = build(base, seeds, summary, curves, promotion)
     differences = paper_differences(params.train)
@@ -49,7 +49,7 @@ def _report(params, tracker) -> Path:
         + "Numbers are on the test split; the registered seed and the promotion gates read the "
         "dev split only. SOO rows: mean over seeds with the 95% t interval over seeds."
     )
-    path = write(paths.REPORTS, figures, tables, "SOO fine-tuning report", intro)
+    path = write(paths.reports(params), figures, tables, "SOO fine-tuning report", intro)
     tracker.log_artifacts(path.parent, "report")
     log.info("report -> %s (%d figures, %d tables)", path, len(figures), len(tables))
     return path
