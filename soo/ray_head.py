@@ -147,6 +147,7 @@ def keep(folder: Path, idle_seconds: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
     ray.init(
+        address="local",  # a new Ray, never one found in /tmp/ray (a `ray start` left behind)
         _node_ip_address="127.0.0.1",  # a local Ray binds loopback
         include_dashboard=False,
         logging_level=logging.WARNING,

@@ -444,7 +444,8 @@ def _ray_session(train: TrainParams):
     local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
     try:
         ray.init(
-            address=address,
+            # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
+            address=address or "local",
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=True,
