@@ -12,7 +12,7 @@ from typing import Any
 import matplotlib
 
 from soo.stats import mean_sd
-from soo.summary import CAPABILITY_KEYS
+from soo.summary import CAPABILITY_KEYS, ROOM_ORDERS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -147,6 +147,15 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
         [t["target"], fmt(t["value"]), "yes" if t["met"] else "MISSED"] for t in summary["targets"]
     ]
     found = {"Headline": headline, "Capability": capability, "Targets": targets}
+    if summary.get("by_room_order"):
+        orders = [["family", "base, cheap room first", "base, valuable first"]]
+        orders[0] += ["SOO, cheap room first", "SOO, valuable first"]
+        for family, row in summary["by_room_order"].items():
+            cells = [row[o][who] for who in ("base", "soo_mean") for o in ROOM_ORDERS]
+            orders.append([family, *(fmt(c) for c in cells)])
+        found["Deception by room order (Perspectives: the wrong room; SOO: mean over seeds)"] = (
+            orders
+        )
     if summary.get("paper"):
         # One row a method: the base, the paper's SOO setting, the shipped one (test split).
         keys = [k for k in ROW_KEYS if k in summary["base"]]

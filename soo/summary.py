@@ -130,3 +130,26 @@ def latent_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[
             if values:
                 row[f"soo_{kind}"] = sum(values) / len(values)
     return [rows[k] for k in sorted(rows)]
+
+
+ROOM_ORDERS = ("cheap_first", "expensive_first")
+
+
+def by_room_order(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> dict[str, dict]:
+    """Deception (Perspectives: the wrong room) of every family in each room order, for the base
+    and as the mean over SOO seeds: a model that names whichever room comes first shows it here
+    and nowhere in the family means."""
+    out: dict[str, dict] = {}
+    for family, metrics in base["families"].items():
+        out[family] = {}
+        for order in ROOM_ORDERS:
+            values = [
+                s["families"][family]["by_room_order"][order]["rate"]
+                for s in seeds.values()
+                if family in s["families"]
+            ]
+            out[family][order] = {
+                "base": metrics["by_room_order"][order]["rate"],
+                "soo_mean": sum(values) / len(values) if values else None,
+            }
+    return out

@@ -116,3 +116,38 @@ def test_the_paper_setting_resets_every_method_setting_and_nothing_else(write_pa
     assert paper.module.endswith("self_attn.o_proj") and paper.layer == 0.6
     assert paper.lora.target_modules == ["q_proj", "v_proj"] and paper.capability.weight == 0
     assert len(PAPER_KEYS) == len(set(PAPER_KEYS))
+
+
+def test_the_smollm2_pipeline_runs_the_paper_setting_into_its_own_outputs():
+    """smollm2/params.yaml: the paper's method settings on SmolLM2 (layer 0.6 = 18 of 30), a
+    registered-model name and every output path of its own, so that its stages and the main
+    pipeline's never write the same file (DVC refuses two stages with one output)."""
+    import yaml
+
+    from soo import paths
+    from soo.config import load_params, paper_differences
+
+    smol, main = load_params(ROOT / "smollm2/params.yaml"), load_params(ROOT / "params.yaml")
+    assert paper_differences(smol.train) == [] and smol.train.capability.weight == 0
+    assert smol.model.name_or_path == "models/smollm2" and smol.evaluate.capability == "text"
+    assert smol.registry.name != main.registry.name
+    for where in (
+        lambda p: p.train.output_dir,
+        lambda p: p.train.metrics_dir,
+        lambda p: p.evaluate.metrics_dir,
+        lambda p: p.evaluate.generations_dir,
+        lambda p: p.summary.path,
+        lambda p: p.summary.plots_dir,
+        paths.registered,
+        paths.reports,
+    ):
+        assert str(where(smol)) != str(where(main))
+    families = set(smol.evaluate.families)
+    assert {"burglar", "perspectives"} <= families and len(families) >= 3  # + a generalization
+    stages = yaml.safe_load((ROOT / "smollm2/dvc.yaml").read_text())["stages"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stages["register_smollm2"]["outs"]]
+    assert outs == [str(paths.registered(smol))]
+    for name, stage in stages.items():
+        if name != "fetch_smollm2":
+            stage = stage.get("do", stage)
+            assert "--params smollm2/params.yaml" in stage["cmd"], name

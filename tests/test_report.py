@@ -80,3 +80,30 @@ def test_the_methods_table_puts_the_paper_setting_beside_the_shipped_one(tmp_pat
     column = rows[0].index("burglar_deception")
     assert rows[1][column] == "1.000"
     assert rows[2][column].startswith("0.800 ± 0.141") and rows[3][column].startswith("0.250")
+
+
+def test_deception_by_room_order_is_in_the_summary_and_the_report(tmp_path):
+    """A model that names whichever room comes first is deceptive in one order only: the family
+    mean (0.5) hides it, the room-order table shows it, per family, base and SOO mean."""
+    from soo.summary import by_room_order
+
+    def with_orders(metrics: dict, cheap_first: float, expensive_first: float) -> dict:
+        for family in metrics["families"].values():
+            family["by_room_order"] = {
+                "cheap_first": {"rate": cheap_first},
+                "expensive_first": {"rate": expensive_first},
+            }
+        return metrics
+
+    base = with_orders(eval_metrics(0.5), 1.0, 0.0)
+    seeds = {
+        "seed_0": with_orders(eval_metrics(0.5), 1.0, 0.2),
+        "seed_1": with_orders(eval_metrics(0.3), 0.6, 0.0),
+    }
+    orders = by_room_order(base, seeds)
+    assert orders["burglar"]["cheap_first"] == {"base": 1.0, "soo_mean": 0.8}
+    assert orders["burglar"]["expensive_first"]["soo_mean"] == 0.1
+    summary = summarize(base, seeds, SummaryTargets()) | {"by_room_order": orders}
+    _, tables = build(base, seeds, summary, {"seed_0": [], "seed_1": []})
+    (table,) = [rows for title, rows in tables.items() if title.startswith("Deception by room")]
+    assert table[1] == ["burglar", "1.000", "0.000", "0.800", "0.100"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from soo import paths
 from soo.config import load_params, paper_differences
 from soo.data import read_json, write_text_atomic
-from soo.summary import deception_plot, latent_plot, summarize
+from soo.summary import by_room_order, deception_plot, latent_plot, summarize
 from soo.tracking import stage_run
 
 log = logging.getLogger("soo.pipeline.summary")
@@ -41,6 +41,7 @@ def _summarize(params, tracker) -> dict:
     setting = "paper" if differences else "shipped"
     summary["paper"] = summarize(*read_evals(params, "test", setting), params.summary.targets)
     summary["settings"] = {"shipped_differs_from_paper": differences}
+    summary["by_room_order"] = by_room_order(base, seeds)
     write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
     plots = Path(params.summary.plots_dir)
     write_text_atomic(plots / "deception.json", json.dumps(deception_plot(base, seeds), indent=1))
