@@ -57,14 +57,19 @@ def matmul_flops_per_second(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def run_flops(model, tokenizer, prompts: list[str], replies: list[str]) -> float:
+def run_flops(
+    model, tokenizer, prompts: list[str], replies: list[str], max_new_tokens: int = 10**9
+) -> float:
     """Estimated FLOPs of generating `replies` to `prompts` (see the module's docstring)."""
     config = model.config
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     chat = tokenizer.chat_template is not None
     texts = [format_prompt(tokenizer, p, chat) for p in prompts]
     prompt_lens = [len(x) for x in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
-    reply_lens = [len(x) + 1 for x in tokenizer(replies, add_special_tokens=False)["input_ids"]]
+    reply_lens = [  # the reply's tokens and its end token, unless it ran to the limit
+        min(len(x) + 1, max_new_tokens)
+        for x in tokenizer(replies, add_special_tokens=False)["input_ids"]
+    ]
     flops = 0.0
     for p, r in zip(prompt_lens, reply_lens, strict=True):
         tokens, mean_context = p + r, (p + r) / 2
@@ -102,7 +107,7 @@ def main() -> None:
     single = one_at_a_time(model, tokenizer, prompts, args.max_new_tokens)
     single_s = time.perf_counter() - start
     same = sum(a == b for a, b in zip(batched, single, strict=True))
-    flops = run_flops(model, tokenizer, prompts, batched)
+    flops = run_flops(model, tokenizer, prompts, batched, args.max_new_tokens)
     limit = matmul_flops_per_second()
     results = {
         "device": str(model.device),

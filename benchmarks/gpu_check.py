@@ -102,14 +102,14 @@ def main() -> None:
         "released": lambda m: released_loop(m, tokenizer, device),
     }
     for name, make in loops.items():
-        step, model, _ = make(copy.deepcopy(base))
+        step, model, optimizer = make(copy.deepcopy(base))
         memory = peak_memory(step, model, work[:4], device)
         results["train"][name] = {
             "pairs_per_second": pairs_per_second(step, work, device),
             "peak_gib": memory["peak_bytes"] / 2**30,
             "peak_above_weights_gib": memory["peak_above_weights_bytes"] / 2**30,
         }
-        del step, model
+        del step, model, optimizer
         if device == "cuda":
             torch.cuda.empty_cache()
     train = results["train"]

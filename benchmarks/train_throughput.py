@@ -167,10 +167,11 @@ def peak_memory(step: Step, model, work, device: str) -> dict[str, int]:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated()  # these weights and anything else already held
         for batch in work:
             step(batch)
         torch.cuda.synchronize()
-        above = torch.cuda.max_memory_allocated() - weights
+        above = torch.cuda.max_memory_allocated() - resident
     else:  # torch's memory profiler: every CPU allocation, by category
         from torch.profiler import ProfilerActivity, profile
 

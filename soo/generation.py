@@ -38,26 +38,28 @@ def generate(
     replies: list[str] = [""] * len(texts)
     model.eval()
     bar = progress_bar(len(texts), desc, unit="prompt", leave=False)
-    for start in range(0, len(texts), batch_size):
-        rows = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in rows],
-            return_tensors="pt",
-            padding=True,
-            add_special_tokens=not chat,  # a chat template writes its own special tokens
-        ).to(model.device)
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new = out[:, batch["input_ids"].shape[1] :]
-        for i, text in zip(
-            rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
-        ):
-            replies[i] = text
-        bar.update(len(rows))
-    bar.close()
+    try:
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in rows],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not chat,  # a chat template writes its own special tokens
+            ).to(model.device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1] :]
+            for i, text in zip(
+                rows, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True
+            ):
+                replies[i] = text
+            bar.update(len(rows))
+    finally:
+        bar.close()
     return [r.strip() for r in replies]

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,10 @@ log = logging.getLogger("soo.ray_head")
 
 
 def state_dir() -> Path:
-    default = Path(tempfile.gettempdir()) / f"soo-ray-{os.getuid()}"
+    """One shared Ray per user and Python environment: Ray starts workers with the keeper's
+    interpreter, so stages of another virtual environment get a keeper of their own."""
+    env = hashlib.sha256(sys.executable.encode()).hexdigest()[:12]
+    default = Path(tempfile.gettempdir()) / f"soo-ray-{os.getuid()}-{env}"
     return Path(os.environ.get(STATE_ENV) or default)
 
 
@@ -50,19 +55,21 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    """The process runs (an exited child that nobody reaped yet does not)."""
+def _started(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), or None when it is not running: a pid
+    and its start time name one process, even after the pid is reused."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return None
+    return None if fields[0] == "Z" else fields[19]  # state Z: exited, not yet reaped
+
+
+def _alive(pid: int, started: str | None = None) -> bool:
+    """The process runs (an exited child that nobody reaped yet does not); with `started`, it is
+    also the same process as when that start time was read."""
+    now = _started(pid)
+    return now is not None and (started is None or now == started)
 
 
 def _head(folder: Path) -> dict | None:
@@ -71,7 +78,16 @@ def _head(folder: Path) -> dict | None:
         head = json.loads((folder / "head.json").read_text())
     except (OSError, ValueError):
         return None
-    return head if _alive(int(head.get("pid", 0))) else None
+    return head if _alive(int(head.get("pid", 0)), head.get("started")) else None
+
+
+def _answers(address: str, timeout: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _live_users(folder: Path) -> list[int]:
@@ -81,7 +97,7 @@ def _live_users(folder: Path) -> list[int]:
     live = []
     for entry in users.iterdir():
         pid = int(entry.name) if entry.name.isdigit() else 0
-        if pid and _alive(pid):
+        if pid and _alive(pid, entry.read_text().strip() or None):
             live.append(pid)
         else:
             entry.unlink(missing_ok=True)
@@ -94,11 +110,28 @@ def acquire(idle_seconds: float, folder: Path | None = None) -> tuple[str, bool]
     folder = folder or state_dir()
     with _locked(folder):
         head, started = _head(folder), False
+        if head is not None and not _answers(head["address"]):
+            # The keeper runs but its Ray does not answer (killed under it): replace both.
+            log.warning("the shared Ray at %s does not answer; starting another", head["address"])
+            _stop(head["pid"])
+            head = None
         if head is None:
             head, started = _start_keeper(folder, idle_seconds), True
         (folder / "users").mkdir(exist_ok=True)
-        (folder / "users" / str(os.getpid())).write_text("")
+        (folder / "users" / str(os.getpid())).write_text(_started(os.getpid()) or "")
     return head["address"], started
+
+
+def _stop(pid: int, timeout: float = 30.0) -> None:
+    """SIGTERM a keeper's process group (its own session) and wait for it to go."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def release(folder: Path | None = None) -> None:
@@ -130,7 +163,8 @@ def _start_keeper(folder: Path, idle_seconds: float) -> dict:
             break
         time.sleep(0.2)
     exited = proc.poll() is not None
-    proc.terminate()  # the keeper shuts down whatever Ray it started
+    _stop(proc.pid)  # the keeper shuts down whatever Ray it started
+    proc.wait()
     tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
     what = "exited" if exited else f"did not start within {START_TIMEOUT:.0f} s"
     raise TrainError(
@@ -143,9 +177,6 @@ def keep(folder: Path, idle_seconds: float) -> None:
     """The keeper: start Ray, publish its address, stop it once idle (or on SIGTERM/SIGINT)."""
     import ray
 
-    stop = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
     ray.init(
         address="local",  # a new Ray, never one found in /tmp/ray (a `ray start` left behind)
         _node_ip_address="127.0.0.1",  # a local Ray binds loopback
@@ -153,13 +184,18 @@ def keep(folder: Path, idle_seconds: float) -> None:
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
+    stop: list[bool] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which sets its own
+        signal.signal(sig, lambda *_: stop.append(True))
     address = ray.get_runtime_context().gcs_address
     print(f"{time.strftime('%H:%M:%S')} Ray up at {address} (pid {os.getpid()})", flush=True)
-    tmp = folder / f"head.json.{os.getpid()}"
-    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
-    tmp.replace(folder / "head.json")
-    idle_since = time.monotonic()
     try:
+        if not stop:
+            tmp = folder / f"head.json.{os.getpid()}"
+            me = {"address": address, "pid": os.getpid(), "started": _started(os.getpid())}
+            tmp.write_text(json.dumps(me))
+            tmp.replace(folder / "head.json")
+        idle_since = time.monotonic()
         while not stop:
             time.sleep(0.5)
             with _locked(folder):

@@ -144,12 +144,18 @@ def by_room_order(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> dic
         out[family] = {}
         for order in ROOM_ORDERS:
             values = [
-                s["families"][family]["by_room_order"][order]["rate"]
+                _rate(s["families"][family]["by_room_order"][order])
                 for s in seeds.values()
                 if family in s["families"]
             ]
+            values = [v for v in values if v is not None]
             out[family][order] = {
-                "base": metrics["by_room_order"][order]["rate"],
+                "base": _rate(metrics["by_room_order"][order]),
                 "soo_mean": sum(values) / len(values) if values else None,
             }
     return out
+
+
+def _rate(rate: dict[str, Any]) -> float | None:
+    """A rate, or None when it counts no records (a family without that room order)."""
+    return rate["rate"] if rate.get("n", 1) else None

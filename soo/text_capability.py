@@ -47,6 +47,8 @@ def text_capability(
         nll += losses[real].sum().item()
         correct += (logits.argmax(-1) == target)[real].sum().item()
         count += int(real.sum().item())
+    if not count:
+        raise ValueError("text capability: the texts hold no token to predict")
     return {
         "accuracy": round(correct / count, 6),
         "perplexity": round(math.exp(nll / count), 4),

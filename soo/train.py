@@ -422,6 +422,10 @@ def _resources(train: TrainParams) -> dict[str, float]:
     return {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
 
 
+# Environment variables a stage's training workers must see as the stage does.
+PROPAGATED_ENV = ("HF_", "MLFLOW_", "SOO_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_", "OMP_", "MKL_")
+
+
 @contextlib.contextmanager
 def _ray_session(train: TrainParams):
     """Connected to Ray for the body: the cluster at ray_address / RAY_ADDRESS; else the shared
@@ -442,6 +446,11 @@ def _ray_session(train: TrainParams):
     else:
         how = "private"
     local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
+    if how.startswith("shared"):
+        # The shared Ray's workers inherit the environment of the stage that started it: this
+        # stage's own settings travel with its job.
+        env = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV)}
+        local = {"runtime_env": {"env_vars": env}}
     try:
         ray.init(
             # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)

@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tests' training stages share a local Ray of their own, apart from the user's runs.
+os.environ.setdefault("SOO_RAY_HEAD_DIR", tempfile.mkdtemp(prefix="soo-ray-tests-"))
 
 
 def project_files() -> list[str]:

@@ -51,13 +51,14 @@ def test_one_ray_is_shared_and_stopped_once_nobody_uses_it(tmp_path):
     ray.shutdown()
 
     other = _user(folder, 4.0)  # a second user joins the same Ray instead of starting one
-    assert other.stdout.readline().split() == [address, "False"]
-    ray_head.release(folder)
-    time.sleep(6)  # past the idle time, but the second user still runs
-    assert ray_head._head(folder) == {"address": address, "pid": keeper}
-
-    other.send_signal(signal.SIGKILL)  # gone without releasing: its entry is pruned
-    other.wait()
+    try:
+        assert other.stdout.readline().split() == [address, "False"]
+        ray_head.release(folder)
+        time.sleep(6)  # past the idle time, but the second user still runs
+        assert ray_head._head(folder)["pid"] == keeper
+    finally:
+        other.send_signal(signal.SIGKILL)  # gone without releasing: its entry is pruned
+        other.wait()
     assert _wait(lambda: not ray_head._alive(keeper), 30), "the keeper outlived its users"
     assert not (folder / "head.json").exists()
     assert not list((folder / "users").iterdir())
