@@ -97,7 +97,11 @@ def _live_users(folder: Path) -> list[int]:
     live = []
     for entry in users.iterdir():
         pid = int(entry.name) if entry.name.isdigit() else 0
-        if pid and _alive(pid, entry.read_text().strip() or None):
+        try:
+            started = entry.read_text().strip() or None
+        except OSError:  # released meanwhile
+            continue
+        if pid and _alive(pid, started):
             live.append(pid)
         else:
             entry.unlink(missing_ok=True)
@@ -137,7 +141,8 @@ def _stop(pid: int, timeout: float = 30.0) -> None:
 def release(folder: Path | None = None) -> None:
     """This process no longer uses the shared Ray (the keeper stops it once idle)."""
     folder = folder or state_dir()
-    (folder / "users" / str(os.getpid())).unlink(missing_ok=True)
+    with _locked(folder):
+        (folder / "users" / str(os.getpid())).unlink(missing_ok=True)
 
 
 def _start_keeper(folder: Path, idle_seconds: float) -> dict:
