@@ -39,19 +39,14 @@ from soo.scenarios import build_scenarios  # noqa: E402
 
 def tiny_shape(device: str) -> torch.nn.Module:
     """Mistral's architecture at toy size: the check's code path on a CPU in seconds."""
-    from transformers import AutoModelForCausalLM, MistralConfig
-
-    config = MistralConfig(
-        vocab_size=32000,
+    return mistral_7b_shape(
+        device,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
-        sliding_window=None,
     )
-    with torch.device(device):
-        return AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
 
 
 def four_bit(base: torch.nn.Module, device: str) -> tuple[torch.nn.Module | None, str]:

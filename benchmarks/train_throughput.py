@@ -52,20 +52,24 @@ ROOT = Path(__file__).resolve().parents[1]
 Step = Callable[[list[PairRecord]], None]
 
 
-def mistral_7b_shape(device: str) -> torch.nn.Module:
-    """Mistral-7B-v0.2's architecture with random weights (nothing downloaded)."""
+def mistral_7b_shape(device: str, **sizes: int) -> torch.nn.Module:
+    """Mistral-7B-v0.2's architecture with random weights (nothing downloaded); `sizes` replace
+    its dimensions (a toy of the same architecture for a CPU)."""
     from transformers import AutoModelForCausalLM, MistralConfig
 
-    config = MistralConfig(  # Mistral-7B-Instruct-v0.2's config.json
+    shape = {  # Mistral-7B-Instruct-v0.2's config.json
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+    }
+    config = MistralConfig(
         vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
         max_position_embeddings=32768,
         rope_theta=1e6,
         sliding_window=None,
+        **(shape | sizes),
     )
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)

@@ -96,3 +96,14 @@ def stage_project(tmp_path, write_params, monkeypatch):
     ]
     save_tiny_model(tmp_path / "model", texts)
     return tmp_path, params
+
+
+# Overrides for a training stage of a few seconds on stage_project's tiny model.
+TINY_TRAIN = {
+    "scenarios.n_test": 8,
+    "scenarios.n_dev": 8,
+    "model.name_or_path": "model",
+    "train.epochs": 1,
+    "train.batch_size": 4,
+    "train.capability.weight": 0.0,
+}

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import TINY_TRAIN
+
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
@@ -66,16 +68,7 @@ def answers(port: int) -> bool:
 
 def test_a_train_stage_joins_a_ray_head_through_ray_address(stage_project, write_params):
     root, _ = stage_project
-    write_params(
-        {
-            "scenarios.n_test": 8,
-            "scenarios.n_dev": 8,
-            "model.name_or_path": "model",
-            "train.epochs": 1,
-            "train.batch_size": 4,
-            "train.capability.weight": 0.0,
-        }
-    )
+    write_params(TINY_TRAIN)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     head = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port)]

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from soo import ray_head
+from tests.conftest import TINY_TRAIN
 
 pytestmark = pytest.mark.slow
 
@@ -84,17 +85,7 @@ def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, wri
     (the same keeper), and each records its overhead (stage time minus training steps)."""
 
     root, _ = stage_project
-    write_params(
-        {
-            "scenarios.n_test": 8,
-            "scenarios.n_dev": 8,
-            "model.name_or_path": "model",
-            "train.epochs": 1,
-            "train.batch_size": 4,
-            "train.capability.weight": 0.0,
-            "train.ray_keep_alive": 30,
-        }
-    )
+    write_params(TINY_TRAIN | {"train.ray_keep_alive": 30})
     folder = root / "ray-head"
     env = {**os.environ, ray_head.STATE_ENV: str(folder)}
     runs = [
