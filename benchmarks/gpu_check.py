@@ -6,7 +6,7 @@ On a Mistral-7B-shaped model with random bf16 weights (its config.json, 32 layer
   each (benchmarks/train_throughput.py's loops);
 - the same step on a 4-bit copy (QLoRA) when bitsandbytes is installed, else the reason it was not;
 - batched greedy generation (soo.generation, what `evaluate` runs): prompts/s and tokens/s for
-  256 burglar prompts, 32 new tokens each (random weights rarely stop early, so every reply runs
+  256 dev burglar prompts, 32 new tokens each (random weights rarely stop early, so every reply runs
   to the limit: a throughput figure, not a behaviour one).
 Token ids come from a word-level tokenizer trained on the prompts (ids < 32000).
 
@@ -77,8 +77,8 @@ def main() -> None:
     if args.shape == "mistral-7b" and device != "cuda":
         raise SystemExit("--shape mistral-7b needs a GPU (about 15 GB of bf16 weights)")
 
-    scenarios = build_scenarios(ScenariosParams(n_test=args.prompts, n_dev=8))
-    prompts = [r.prompt for r in scenarios["test/burglar"]][: args.prompts]
+    scenarios = build_scenarios(ScenariosParams(n_test=8, n_dev=args.prompts))
+    prompts = [r.prompt for r in scenarios["dev/burglar"]][: args.prompts]  # dev: never test
     pairs = scenarios["soo_pairs"]
     tokenizer = train_tokenizer(
         prompts + [t for p in pairs for t in (p.self_prompt, p.other_prompt)]

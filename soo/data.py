@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from soo.errors import DataError
 
 RoomOrder = Literal["cheap_first", "expensive_first"]
+ROOM_ORDERS: tuple[RoomOrder, ...] = get_args(RoomOrder)
 
 
 class Record(BaseModel):

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from soo import paths
 from soo.batching import pad_right
 from soo.config import EvaluateParams, Params
-from soo.data import PairRecord, ScenarioRecord, read_jsonl
+from soo.data import ROOM_ORDERS, PairRecord, ScenarioRecord, read_jsonl
 from soo.forced_choice import continuation_logprobs
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
@@ -93,7 +93,7 @@ def evaluate_family(
                 ),
                 sum(r.room_order == order for r in records),
             )
-            for order in ("cheap_first", "expensive_first")
+            for order in ROOM_ORDERS
         },
         "example_reply": replies[0],
     }

@@ -11,8 +11,9 @@ from typing import Any
 
 import matplotlib
 
+from soo.data import ROOM_ORDERS
 from soo.stats import mean_sd
-from soo.summary import CAPABILITY_KEYS, ROOM_ORDERS
+from soo.summary import CAPABILITY_KEYS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

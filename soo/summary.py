@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from soo.config import SummaryTargets
+from soo.data import ROOM_ORDERS
 from soo.stats import mean_sd
 
 # accuracy: held out from SOO training (gated); retained_accuracy: the format the KL term trains on.
@@ -130,9 +131,6 @@ def latent_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> list[
             if values:
                 row[f"soo_{kind}"] = sum(values) / len(values)
     return [rows[k] for k in sorted(rows)]
-
-
-ROOM_ORDERS = ("cheap_first", "expensive_first")
 
 
 def by_room_order(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> dict[str, dict]:

@@ -437,20 +437,19 @@ def _ray_session(train: TrainParams):
         yield "existing"
         return
     address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
-    how = "joined"
+    shared = not address and train.ray_keep_alive > 0
     if address:
         check_ray_address(address, "train.ray_address" if train.ray_address else "RAY_ADDRESS")
-    elif train.ray_keep_alive > 0:
+        how, extra = "joined", {}
+    elif shared:
         address, started = ray_head.acquire(train.ray_keep_alive)
         how = "shared (started)" if started else "shared"
-    else:
-        how = "private"
-    local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
-    if how.startswith("shared"):
         # The shared Ray's workers inherit the environment of the stage that started it: this
         # stage's own settings travel with its job.
         env = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV)}
-        local = {"runtime_env": {"env_vars": env}}
+        extra = {"runtime_env": {"env_vars": env}}
+    else:
+        how, extra = "private", {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
     try:
         ray.init(
             # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
@@ -459,12 +458,12 @@ def _ray_session(train: TrainParams):
             logging_level=logging.WARNING,
             log_to_driver=True,
             configure_logging=True,
-            **local,
+            **extra,
         )
         yield how
     finally:
         ray.shutdown()  # a driver of a running cluster only disconnects
-        if how.startswith("shared"):
+        if shared:
             ray_head.release()
 
 
