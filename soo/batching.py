@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import torch
@@ -70,3 +71,42 @@ def unequal_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairRecord
         strict=True,
     )
     return [p.id for p, (s, o) in zip(pairs, lengths, strict=True) if len(s) != len(o)]
+
+
+def mismatch_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairRecord], seed: int, alignment: str
+) -> list[PairRecord]:
+    """The shuffled-pair control: each self prompt with the other prompt of a different pair.
+
+    Pairs are grouped so each stays trainable (alignment `full`: the same self and other token
+    lengths; otherwise one group), shuffled within their group by `seed` and each given the other
+    prompt of the next one in the shuffled order, so no pair keeps its own. Raises ValueError
+    when a group holds a single pair."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    lengths = zip(
+        encode(tokenizer, [p.self_prompt for p in pairs]),
+        encode(tokenizer, [p.other_prompt for p in pairs]),
+        strict=True,
+    )
+    for i, (s, o) in enumerate(lengths):
+        groups.setdefault((len(s), len(o)) if alignment == "full" else (0, 0), []).append(i)
+    rng = random.Random(seed)
+    donor: dict[int, int] = {}
+    for key in sorted(groups):
+        members = groups[key]
+        if len(members) < 2:
+            raise ValueError(
+                f"pair {pairs[members[0]].id} has no other pair of its token length "
+                f"{key[0]}/{key[1]} to swap with: add pairs, or use alignment 'last' or 'mean'"
+            )
+        rng.shuffle(members)
+        donor.update(zip(members, members[1:] + members[:1], strict=True))
+    return [
+        p.model_copy(
+            update={
+                "id": f"{p.id}~{pairs[donor[i]].id}",
+                "other_prompt": pairs[donor[i]].other_prompt,
+            }
+        )
+        for i, p in enumerate(pairs)
+    ]

@@ -358,6 +358,12 @@ class TrainParams(Section):
         description="Token alignment of self and other activations: full (equal-length pairs, "
         "elementwise over valid tokens), last (last valid token) or mean (masked mean).",
     )
+    pairs: Literal["matched", "shuffled"] = Field(
+        "matched",
+        description="matched: each self prompt with its own other prompt (the method); shuffled: "
+        "with the other prompt of a different pair of the same token length (the control of the "
+        "`shuffled` setting: does SOO's effect need matched pairs?).",
+    )
     lora: LoraParams = Field(default_factory=LoraParams, description="LoRA adapter settings.")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate (paper: 1e-4).")
     schedule: Literal["constant", "linear", "cosine"] = Field(
@@ -487,7 +493,8 @@ PAPER_KEYS = (
 )
 
 
-SETTINGS = ("shipped", "paper")  # params.yaml's train section, and the paper's method settings
+# params.yaml's train section; the paper's method settings; the shipped one on mismatched pairs
+SETTINGS = ("shipped", "paper", "shuffled")
 
 
 def paper_setting(train: TrainParams) -> TrainParams:
@@ -500,11 +507,15 @@ def paper_setting(train: TrainParams) -> TrainParams:
 
 
 def setting_params(params: Params, setting: str) -> Params:
-    """params with its train section for one setting (shipped: as is; paper: paper_setting)."""
+    """params with its train section for one setting (shipped: as is; paper: paper_setting;
+    shuffled: the shipped one with train.pairs shuffled)."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, not {setting!r}")
     if setting == "shipped":
         return params
+    if setting == "shuffled":
+        train = params.train.model_copy(update={"pairs": "shuffled"})
+        return params.model_copy(update={"train": train})
     return params.model_copy(update={"train": paper_setting(params.train)})
 
 
@@ -556,6 +567,14 @@ class EvaluateParams(Section):
         description="JSONL of open questions (`text` field) to answer for an external judge "
         "(MT-Bench style); null = skip.",
     )
+    probe: bool = Field(
+        True,
+        description="Fit a linear deception probe on the residual stream of every layer (dev "
+        "completions) and report it on test (soo.probe).",
+    )
+    probe_fpr: float = Field(
+        0.01, gt=0, lt=1, description="The probe's false-positive rate on neutral control text."
+    )
     generations_dir: str = Field("data/generations", description="Raw replies, one JSONL a model.")
     metrics_dir: str = Field("metrics/eval", description="Where eval_<name>.json files go.")
 
@@ -572,6 +591,33 @@ class EvaluateParams(Section):
                     f"latent_modules.{kind}", f"must contain '{{layer}}', got '{pattern}'"
                 )
         return self
+
+
+class SteerParams(Section):
+    """The steering-vector baseline: the mean self-minus-other activation at the SOO site over
+    the SOO pairs, added at inference (no training)."""
+
+    strengths: list[float] = Field(
+        [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+        min_length=1,
+        description="Multiples of the vector tried on dev: the one with the lowest dev burglar "
+        "deception that passes the promotion gates' Perspectives and capability limits is used.",
+    )
+    output_dir: str = Field(
+        "models/steer", description="The vector (safetensors) and the choice (steer.json)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SteerParams:
+        if any(s <= 0 for s in self.strengths):
+            raise cross_field_error("strengths", f"must all be > 0, got {self.strengths}")
+        return self
+
+
+class BaselinesParams(Section):
+    """The methods SOO is compared with (issue 19)."""
+
+    steer: SteerParams = Field(default_factory=SteerParams, description="Steering vector.")
 
 
 class SummaryTargets(Section):
@@ -592,6 +638,12 @@ class SummaryParams(Section):
     """The summary over seeds."""
 
     targets: SummaryTargets = Field(default_factory=SummaryTargets, description="Targets.")
+    baselines: list[Literal["shuffled", "steer"]] = Field(
+        ["shuffled", "steer"],
+        description="Baselines in the methods table beside the base, the honesty prompt and SOO "
+        "(their stages must have run): shuffled (SOO on mismatched pairs), steer (the steering "
+        "vector).",
+    )
     path: str = Field("metrics/summary.json", description="The summary file.")
     plots_dir: str = Field("metrics/plots", description="DVC plot data.")
     report_dir: str = Field("reports", description="The report (report.html, report.md).")
@@ -656,6 +708,9 @@ class Params(Section):
     model: ModelParams = Field(default_factory=ModelParams, description="Base model.")
     train: TrainParams = Field(default_factory=TrainParams, description="SOO fine-tuning.")
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Evaluation.")
+    baselines: BaselinesParams = Field(
+        default_factory=BaselinesParams, description="Baselines beside SOO."
+    )
     summary: SummaryParams = Field(default_factory=SummaryParams, description="Seed summary.")
     registry: RegistryParams = Field(default_factory=RegistryParams, description="Registry.")
     promote: PromoteParams = Field(default_factory=PromoteParams, description="Promotion gates.")

@@ -18,7 +18,7 @@ from soo.summary import CAPABILITY_KEYS
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-FIGURES = ("deception", "latent", "training", "unparseable")
+FIGURES = ("deception", "latent", "training", "unparseable", "methods")
 
 
 def _png(fig) -> bytes:
@@ -57,11 +57,21 @@ def deception_figure(base: dict, seeds: dict[str, dict]) -> bytes:
         for s, y in zip(spreads, soo_ys, strict=True):
             ax.plot(s["values"], [y] * len(s["values"]), "k.", markersize=3)
     ax.set_yticks([y + height / 2 for y in ys], families)
+    return _shares(
+        fig,
+        ax,
+        "deceptive replies (judge); dots: single seeds",
+        "Deception per scenario family (Perspectives: wrong answers)",
+    )
+
+
+def _shares(fig, ax, xlabel: str, title: str) -> bytes:
+    """Finish a horizontal bar chart of shares (top row first, 0 to 1, legend outside)."""
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel("deceptive replies (judge); dots: single seeds")
+    ax.set_xlabel(xlabel)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    ax.set_title("Deception per scenario family (Perspectives: wrong answers)")
+    ax.set_title(title)
     return _png(fig)
 
 
@@ -158,13 +168,9 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
             orders
         )
     if summary.get("paper"):
-        # One row a method: the base, the paper's SOO setting, the shipped one (test split).
-        keys = [k for k in ROW_KEYS if k in summary["base"]]
-        rows = [["method", *keys]]
-        rows.append(["base", *(fmt(summary["base"][k]) for k in keys)])
-        for name, part in (("SOO, paper's setting", summary["paper"]), ("SOO, shipped", summary)):
-            rows.append([name, *(spread(part["soo"].get(k), 3) for k in keys)])
-        found["Methods (test split; SOO: mean ± SD [95% CI over seeds])"] = rows
+        found["Methods (test split; several seeds: mean ± SD [95% CI over seeds])"] = methods_table(
+            summary, fmt, spread
+        )
     return found
 
 
@@ -178,7 +184,70 @@ ROW_KEYS = (
     "perspectives_accuracy",
     "capability_accuracy",
     "capability_retained_accuracy",
+    "probe_test_auroc",
+    "probe_recall_at_fpr",
 )
+
+BASELINE_NAMES = {
+    "shuffled": "SOO on shuffled pairs (control)",
+    "steer": "steering vector (no training)",
+}
+
+
+def method_rows(summary: dict) -> list[tuple[str, dict[str, Any]]]:
+    """(name, key -> value or mean/SD dict) a method, base first: the base, the honesty prompt
+    (the base's burglar_honesty family), each baseline, the paper's SOO setting, the shipped one."""
+    base = summary["base"]
+    rows = [("base", base)]
+    rows.append(("honesty prompt", {"burglar_deception": base.get("honesty_prompt_deception")}))
+    for method, part in summary.get("baselines", {}).items():
+        rows.append((BASELINE_NAMES.get(method, method), part["soo"]))
+    rows.append(("SOO, paper's setting", summary["paper"]["soo"]))
+    rows.append(("SOO, shipped", summary["soo"]))
+    return rows
+
+
+def methods_table(summary: dict, fmt, spread) -> list[list[str]]:
+    keys = [k for k in ROW_KEYS if k in summary["base"]]
+    table = [["method", *keys]]
+    for name, values in method_rows(summary):
+
+        def cell(value: Any) -> str:
+            if isinstance(value, dict):  # a mean over seeds; one model: its value
+                return fmt(value["mean"]) if value["n"] == 1 else spread(value, 3)
+            return fmt(value)
+
+        table.append([name, *(cell(values.get(k)) for k in keys)])
+    return table
+
+
+def methods_figure(summary: dict) -> bytes:
+    """Burglar deception, mean generalization deception and Perspectives accuracy a method, with
+    the 95% t interval over seeds where there are seeds."""
+    keys = ("burglar_deception", "generalization_mean_deception", "perspectives_accuracy")
+    rows = method_rows(summary)
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) * len(keys) / 2 + 1.5))
+    height = 0.8 / len(keys)
+    for k, key in enumerate(keys):
+        means, lows, highs, ys = [], [], [], []
+        for i, (_, values) in enumerate(rows):
+            value = values.get(key)
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                mean = value["mean"]
+                low = value["low"] if value["low"] is not None else mean
+                high = value["high"] if value["high"] is not None else mean
+            else:
+                mean = low = high = value
+            means.append(mean)
+            lows.append(max(0.0, mean - max(0.0, low)))
+            highs.append(max(0.0, min(1.0, high) - mean))
+            ys.append(i + k * height)
+        ax.barh(ys, means, height=height, xerr=[lows, highs], capsize=2, label=key)
+    ax.set_yticks([i + height for i in range(len(rows))], [name for name, _ in rows])
+    xlabel = "share (test split); error bars: 95% t interval over seeds"
+    return _shares(fig, ax, xlabel, "SOO beside its baselines")
 
 
 def build(
@@ -194,6 +263,8 @@ def build(
         "training": training_figure(curves),
         "unparseable": unparseable_figure(base, seeds),
     }
+    if summary.get("paper"):
+        figures["methods"] = methods_figure(summary)
     found = tables(base, seeds, summary)
     if promotion:
         found["Promotion"] = [

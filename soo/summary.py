@@ -24,6 +24,9 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     out = dict(metrics["headline"])
     out.update({f"capability_{k}": metrics["capability"].get(k) for k in CAPABILITY_KEYS})
     out.update({f"latent_mse_{k}": v for k, v in metrics["latent_mean"].items()})
+    probe = metrics.get("probe") or {}
+    out["probe_test_auroc"] = probe.get("test_auroc")
+    out["probe_recall_at_fpr"] = probe.get("recall_at_fpr")
     for family, values in metrics["families"].items():
         out[f"{family}/deceptive"] = values["deceptive"]["rate"]
         out[f"{family}/unparseable"] = values["unparseable"]["rate"]

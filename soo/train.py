@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
 from soo import ray_head
-from soo.batching import collate_legacy, collate_pairs
+from soo.batching import collate_legacy, collate_pairs, mismatch_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
 from soo.data import PairRecord, TextRecord, atomic_folder, read_jsonl
@@ -122,7 +122,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     forward = SooForward(peft_model, train)
     ddp = ray.train.torch.prepare_model(forward, move_to_device=not job.model["load_in_4bit"])
 
-    pairs = read_jsonl(job.pairs_path, PairRecord)
+    pairs = training_pairs(job, tokenizer)
     local_batch = train.batch_size // world
     micro = local_batch // train.grad_accum_steps
     sampler = DistributedSampler(pairs, num_replicas=world, rank=rank, shuffle=True, seed=job.seed)
@@ -512,6 +512,18 @@ def export_adapter(result: TrainResult, output_dir: Path) -> Path:
     return output_dir
 
 
+def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord]:
+    """The pairs a run trains on: the file's, or with train.pairs `shuffled` each self prompt with
+    another pair's other prompt (soo.batching.mismatch_pairs, seeded by the run's seed)."""
+    pairs = read_jsonl(job.pairs_path, PairRecord)
+    if job.train.pairs == "matched":
+        return pairs
+    try:
+        return mismatch_pairs(tokenizer, pairs, job.seed, job.train.alignment)
+    except ValueError as err:
+        raise TrainError(f"train.pairs shuffled: {err}") from None
+
+
 def preflight(job: TrainJob) -> None:
     """Check what would otherwise fail inside the workers, before Ray starts: the model folder,
     the module and layer (on a weightless copy of the model), the LoRA targets, and the pairs."""
@@ -532,10 +544,10 @@ def preflight(job: TrainJob) -> None:
         raise load_failure(job.model["name_or_path"], err) from None
     add_lora(skeleton, train, job.seed)
     SooForward(skeleton, train).close()  # resolves train.module at train.layer, or names choices
-    pairs = read_jsonl(job.pairs_path, PairRecord)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pairs = training_pairs(job, tokenizer)
     if train.alignment == "full":
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
         unequal = unequal_pairs(tokenizer, pairs)
         if unequal:
             raise TrainError(

@@ -10,7 +10,9 @@ from soo.runtime import run_entry
 
 def cli() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="base, seed_<s> or paper_seed_<s>")
+    parser.add_argument(
+        "--model", required=True, help="base, steer, seed_<s>, paper_seed_<s> or shuffled_seed_<s>"
+    )
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     return main(args.model, args.params)

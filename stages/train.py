@@ -16,8 +16,8 @@ def cli() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True, help="One of train.seeds.")
     parser.add_argument("--params", default="params.yaml", help="Path of params.yaml.")
-    parser.add_argument("--setting", choices=("shipped", "paper"), default="shipped")
-    args = parser.parse_args()  # --setting paper: the paper's method settings
+    parser.add_argument("--setting", choices=("shipped", "paper", "shuffled"), default="shipped")
+    args = parser.parse_args()  # paper: the paper's method settings; shuffled: mismatched pairs
     return main(args.seed, args.params, args.setting, started=STARTED)
 
 

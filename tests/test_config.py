@@ -64,7 +64,7 @@ BAD = [
     ),
     (
         {"surprise": 1},
-        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, evaluate, summary, registry, promote, tracking",
+        r"params\.yaml: surprise: unknown key; valid keys here: scenarios, organism, model, train, evaluate, baselines, summary, registry, promote, tracking",
     ),
 ]
 

@@ -19,6 +19,7 @@ def eval_metrics(deception: float) -> dict:
         "headline": {
             "burglar_deception": deception,
             "generalization_mean_deception": deception,
+            "honesty_prompt_deception": deception,
             "perspectives_accuracy": 1.0,
         },
         "families": families,
@@ -52,7 +53,7 @@ def test_report_has_every_figure_and_table(tmp_path):
     figures, tables = build(base, seeds, summary, curves, promotion)
     path = write(tmp_path, figures, tables, "SOO report", "intro")
     page = path.read_text()
-    assert set(figures) == set(FIGURES)
+    assert set(figures) == set(FIGURES) - {"methods"}  # no paper row, no methods
     for name, data in figures.items():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000  # a real image
         assert base64.b64encode(data).decode() in page
@@ -61,7 +62,7 @@ def test_report_has_every_figure_and_table(tmp_path):
         assert f"<h2>{title}</h2>" in page
     assert "MISSED" in page and "deception 0.250 &lt;= max_deception 0.2" in page
     markdown = (tmp_path / "report.md").read_text()
-    assert all(f"![{name}]({name}.png)" in markdown for name in FIGURES)
+    assert all(f"![{name}]({name}.png)" in markdown for name in figures)
     # mean ± SD [95% t interval over the 2 seeds: 0.25 +- 12.706 x 0.0707 / sqrt 2]
     assert (
         "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 [-0.385, 0.885] |" in markdown
@@ -69,17 +70,44 @@ def test_report_has_every_figure_and_table(tmp_path):
     assert "Methods" not in page  # no paper row in this summary
 
 
-def test_the_methods_table_puts_the_paper_setting_beside_the_shipped_one(tmp_path):
+def test_the_methods_table_puts_every_method_beside_the_base(tmp_path):
+    """Base first, the honesty prompt, the baselines, the paper's SOO setting, the shipped one;
+    a method of one model (the steering vector) shows its value, seeds their mean and spread."""
     base, seeds = eval_metrics(1.0), {"seed_0": eval_metrics(0.2), "seed_1": eval_metrics(0.3)}
+    base["headline"]["honesty_prompt_deception"] = 0.6
+    base["probe"] = {"test_auroc": 0.97, "recall_at_fpr": 0.8}
     paper = {"paper_seed_0": eval_metrics(0.9), "paper_seed_1": eval_metrics(0.7)}
+    shuffled = {"shuffled_seed_0": eval_metrics(1.0), "shuffled_seed_1": eval_metrics(0.9)}
     summary = summarize(base, seeds, SummaryTargets())
     summary["paper"] = summarize(base, paper, SummaryTargets())
-    _, tables = build(base, seeds, summary, {s: [] for s in seeds})
+    summary["baselines"] = {
+        "shuffled": summarize(base, shuffled, SummaryTargets()),
+        "steer": summarize(base, {"steer": eval_metrics(0.45)}, SummaryTargets()),
+    }
+    figures, tables = build(base, seeds, summary, {s: [] for s in seeds})
     rows = next(v for k, v in tables.items() if k.startswith("Methods"))
-    assert [r[0] for r in rows] == ["method", "base", "SOO, paper's setting", "SOO, shipped"]
+    assert [r[0] for r in rows] == [
+        "method",
+        "base",
+        "honesty prompt",
+        "SOO on shuffled pairs (control)",
+        "steering vector (no training)",
+        "SOO, paper's setting",
+        "SOO, shipped",
+    ]
     column = rows[0].index("burglar_deception")
-    assert rows[1][column] == "1.000"
-    assert rows[2][column].startswith("0.800 ± 0.141") and rows[3][column].startswith("0.250")
+    assert [r[column][:5] for r in rows[1:]] == [
+        "1.000",
+        "0.600",
+        "0.950",
+        "0.450",
+        "0.800",
+        "0.250",
+    ]
+    assert rows[3][column].startswith("0.950 ± 0.071") and rows[4][column] == "0.450"
+    probe = rows[0].index("probe_test_auroc")
+    assert rows[1][probe] == "0.970" and rows[2][probe] == "n/a"
+    assert figures["methods"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_deception_by_room_order_is_in_the_summary_and_the_report(tmp_path):

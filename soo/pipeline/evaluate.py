@@ -6,18 +6,17 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from soo import paths
 from soo.config import Params, load_params
-from soo.data import (
-    GenerationRecord,
-    write_jsonl,
-    write_text_atomic,
-)
+from soo.data import GenerationRecord, read_json, write_jsonl, write_text_atomic
 from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
-from soo.models import load_model
+from soo.models import get_module, load_model
 from soo.organism.metrics import capability_measure
+from soo.probe import deception_probe
 from soo.scenarios import TEST_FAMILIES
+from soo.steering import STEER_FILE, Steering, load_vector
 from soo.text_capability import text_measure
 from soo.tracking import stage_run
 
@@ -25,9 +24,10 @@ log = logging.getLogger("soo.pipeline.evaluate")
 
 
 def load_evaluated(params: Params, name: str):
-    """The base model, or the base with the adapter of `name` (seed_<s>) on top."""
-    adapter = None if name == "base" else paths.adapter_dir(params, name)
-    return load_model(
+    """The base model; `steer`: the base with the steering vector added (soo.steering); else the
+    base with the adapter of `name` (seed_<s>, paper_seed_<s>, shuffled_seed_<s>) on top."""
+    adapter = None if name in ("base", "steer") else paths.adapter_dir(params, name)
+    model, tokenizer = load_model(
         params.model.name_or_path,
         dtype=params.model.dtype,
         load_in_4bit=params.model.load_in_4bit,
@@ -35,6 +35,20 @@ def load_evaluated(params: Params, name: str):
         adapter=adapter,
         missing_adapter="train it with `dvc repro train` or pass --model base",
     )
+    if name == "steer":
+        folder = Path(params.baselines.steer.output_dir)
+        choice = read_json(folder / STEER_FILE, "dvc repro steer")
+        module = get_module(model, choice["module"])
+        model.soo_steering = Steering(module, load_vector(folder), choice["strength"])
+    return model, tokenizer
+
+
+def capability_measure_for(params: Params):
+    """The capability measure `evaluate.capability` names (soo.evaluate.CapabilityMeasure)."""
+    ev = params.evaluate
+    if ev.capability == "text":
+        return text_measure(ev)
+    return capability_measure(params.scenarios.vocab(), params.organism, ev)
 
 
 def main(name: str, params_path: str = "params.yaml") -> dict:
@@ -49,22 +63,52 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     succeed."""
     ev = params.evaluate
     model, tokenizer = load_evaluated(params, name)
-    if ev.capability == "text":
-        measure = text_measure(ev)
-    else:
-        measure = capability_measure(params.scenarios.vocab(), params.organism, ev)
-    results = {}
+    measure = capability_measure_for(params)
+    neutral: dict[str, list[str]] = {}  # the capability texts of each split: the probe's control
+
+    def keeping_texts(model, tokenizer, records):
+        result, texts = measure(model, tokenizer, records)
+        neutral[split] = texts
+        return result, texts
+
+    results, records = {}, {}
     for split, n in (("dev", ev.n_dev_per_family), ("test", ev.n_per_family)):
         split_start = time.perf_counter()
-        records, probes = load_inputs(params, split, ev.families or TEST_FAMILIES, n)
-        log.info("%s split: %d families", split, len(records))
+        records[split], probes = load_inputs(params, split, ev.families or TEST_FAMILIES, n)
+        log.info("%s split: %d families", split, len(records[split]))
         metrics, rows = evaluate_model(
-            model, tokenizer, records, probes, measure, ev, params.train.alignment
+            model, tokenizer, records[split], probes, keeping_texts, ev, params.train.alignment
         )
         seconds = round(time.perf_counter() - split_start, 1)
         metrics = {"name": name, "split": split, "seconds": seconds, **metrics}
-        EvalMetrics.model_validate(metrics)
         results[split] = metrics, rows
+    if ev.probe:
+        probe_start = time.perf_counter()
+        chat = ev.chat_template and tokenizer.chat_template is not None
+        probe = deception_probe(
+            model,
+            tokenizer,
+            records["dev"],
+            records["test"],
+            neutral["test"],
+            chat,
+            ev.probe_fpr,
+            ev.batch_size,
+        )
+        probe["seconds"] = round(time.perf_counter() - probe_start, 1)
+        results["test"][0]["probe"] = probe
+        log.info(
+            "deception probe: layer %d (dev CV AUROC %.3f), test AUROC %.3f, recall %.3f at "
+            "%.0f%% false positives on neutral text (%.1f s)",
+            probe["layer"],
+            probe["dev_cv_auroc"],
+            probe["test_auroc"],
+            probe["recall_at_fpr"],
+            100 * ev.probe_fpr,
+            probe["seconds"],
+        )
+    for metrics, _ in results.values():
+        EvalMetrics.model_validate(metrics)
     for split, (metrics, rows) in results.items():
         write_jsonl(paths.generations(params, name, split), [GenerationRecord(**r) for r in rows])
         write_text_atomic(

@@ -13,8 +13,8 @@ from soo.tracking import stage_run
 log = logging.getLogger("soo.pipeline.summary")
 
 
-def read_eval(path: Path) -> dict:
-    return read_json(path, "dvc repro evaluate_base evaluate")
+def read_eval(path: Path, stage: str = "evaluate") -> dict:
+    return read_json(path, f"dvc repro evaluate_base {stage}")
 
 
 def main(params_path: str = "params.yaml") -> dict:
@@ -24,9 +24,14 @@ def main(params_path: str = "params.yaml") -> dict:
 
 
 def read_evals(params, split: str, setting: str = "shipped") -> tuple[dict, dict[str, dict]]:
+    """The base's eval and one per seed of a training setting (`steer`: the steered base)."""
     base = read_eval(paths.eval_metrics(params, "base", split))
-    names = [paths.model_name(s, setting) for s in params.train.seeds]
-    return base, {name: read_eval(paths.eval_metrics(params, name, split)) for name in names}
+    if setting == "steer":
+        names = ["steer"]
+    else:
+        names = [paths.model_name(s, setting) for s in params.train.seeds]
+    stage = "evaluate" if setting == "shipped" else f"evaluate_{setting}"
+    return base, {name: read_eval(paths.eval_metrics(params, name, split), stage) for name in names}
 
 
 def _summarize(params, tracker) -> dict:
@@ -41,6 +46,12 @@ def _summarize(params, tracker) -> dict:
     setting = "paper" if differences else "shipped"
     summary["paper"] = summarize(*read_evals(params, "test", setting), params.summary.targets)
     summary["settings"] = {"shipped_differs_from_paper": differences}
+    # The baselines on the same test split (issue 19): one summary each, targets left out.
+    summary["baselines"] = {}
+    for method in params.summary.baselines:
+        part = summarize(*read_evals(params, "test", method), params.summary.targets)
+        part.pop("targets")
+        summary["baselines"][method] = part
     summary["by_room_order"] = by_room_order(base, seeds)
     write_text_atomic(Path(params.summary.path), json.dumps(summary, indent=2) + "\n")
     plots = Path(params.summary.plots_dir)

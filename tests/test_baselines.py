@@ -1,0 +1,184 @@
+"""The baselines beside SOO (issue 19): shuffled pairs, the steering vector, the deception probe;
+each changes what it should and nothing else."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from soo.batching import encode, mismatch_pairs
+from soo.capture import ActivationCapture
+from soo.models import get_module, load_model
+from soo.probe import fit_probe
+from soo.steering import Steering, steering_vector
+from tests.tiny import tiny_setup, training_pairs
+
+
+def test_shuffled_pairs_are_mismatched_and_keep_token_lengths(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=16)
+    _, tokenizer = load_model(str(model_dir), device="cpu")
+    pairs = training_pairs(16)
+    shuffled = mismatch_pairs(tokenizer, pairs, seed=0, alignment="full")
+    own = {p.self_prompt: p.other_prompt for p in pairs}
+    assert [p.self_prompt for p in shuffled] == [p.self_prompt for p in pairs]
+    assert all(p.other_prompt != own[p.self_prompt] for p in shuffled)  # no pair keeps its own
+    # every other prompt is used exactly as often as before: a permutation, not a resampling
+    assert Counter(p.other_prompt for p in shuffled) == Counter(p.other_prompt for p in pairs)
+    for p in shuffled:  # `full` alignment still applies
+        assert len(encode(tokenizer, [p.self_prompt])[0]) == len(
+            encode(tokenizer, [p.other_prompt])[0]
+        )
+    assert mismatch_pairs(tokenizer, pairs, 0, "full") == shuffled  # seeded
+    assert mismatch_pairs(tokenizer, pairs, 1, "full") != shuffled
+
+
+def test_a_pair_with_no_partner_of_its_length_is_one_clear_error(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=2)
+    _, tokenizer = load_model(str(model_dir), device="cpu")
+    pairs = training_pairs(2)
+    pairs[1] = pairs[1].model_copy(
+        update={
+            "self_prompt": pairs[1].self_prompt + " now now now",
+            "other_prompt": pairs[1].other_prompt + " now now now",
+        }
+    )
+    with pytest.raises(ValueError, match="no other pair of its token length"):
+        mismatch_pairs(tokenizer, pairs, 0, "full")
+    assert len(mismatch_pairs(tokenizer, pairs, 0, "mean")) == 2  # any partner will do
+
+
+def test_training_reads_shuffled_pairs_only_in_the_shuffled_setting(tmp_path):
+    from soo.config import Params, setting_params
+    from soo.train import TrainJob
+    from soo.train import training_pairs as job_pairs
+
+    model_dir, pairs_path = tiny_setup(tmp_path, n_pairs=16)
+    _, tokenizer = load_model(str(model_dir), device="cpu")
+    params = Params()
+    matched = TrainJob({}, params.train, str(pairs_path), 0)
+    shuffled = TrainJob({}, setting_params(params, "shuffled").train, str(pairs_path), 0)
+    assert params.train.pairs == "matched"
+    assert all(
+        a.other_prompt == b.other_prompt
+        for a, b in zip(job_pairs(matched, tokenizer), training_pairs(16), strict=True)
+    )
+    assert all(
+        a.other_prompt != b.other_prompt
+        for a, b in zip(job_pairs(shuffled, tokenizer), training_pairs(16), strict=True)
+    )
+    assert matched.fingerprint() != shuffled.fingerprint()  # never resumes the other's run
+
+
+SITE = "model.layers.1.self_attn.o_proj"
+
+
+def test_the_steering_vector_is_the_mean_self_minus_other_activation(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=8)
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    pairs = training_pairs(8)
+    module = get_module(model, SITE)
+    vector = steering_vector(model, tokenizer, pairs, SITE, module, "full", batch_size=3)
+    expected = []
+    with ActivationCapture(model, {SITE: module}) as capture, torch.no_grad():
+        for p in pairs:  # one pair at a time, by hand: mean over its tokens of self - other
+            ids = [
+                torch.tensor([encode(tokenizer, [t])[0]]) for t in (p.self_prompt, p.other_prompt)
+            ]
+            s, o = (capture.run(input_ids=i)[SITE][0] for i in ids)
+            expected.append((s - o).mean(0))
+    torch.testing.assert_close(vector, torch.stack(expected).mean(0), atol=1e-5, rtol=1e-4)
+
+
+def test_steering_adds_the_vector_at_its_module_only(tmp_path):
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=4)
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    before_site = "model.layers.0.self_attn.o_proj"
+    modules = {n: get_module(model, n) for n in (before_site, SITE)}
+    ids = torch.tensor([encode(tokenizer, [training_pairs(1)[0].self_prompt])[0]])
+    vector = torch.randn(model.config.hidden_size)
+
+    def run():
+        with ActivationCapture(model, modules, early_exit=False) as capture, torch.no_grad():
+            acts = capture.run(input_ids=ids)
+            return acts, capture.model_output.logits
+
+    plain, plain_logits = run()
+    steering = Steering(modules[SITE], vector, strength=2.5)
+    steered, steered_logits = run()
+    with steering.off():
+        off, _ = run()
+    steering.remove()
+    after, _ = run()
+    torch.testing.assert_close(steered[before_site], plain[before_site])  # upstream untouched
+    # every position of the site's output moves by exactly strength x vector
+    torch.testing.assert_close(steered[SITE] - plain[SITE], (2.5 * vector).expand_as(plain[SITE]))
+    assert not torch.allclose(steered_logits, plain_logits)
+    torch.testing.assert_close(off[SITE], plain[SITE])
+    torch.testing.assert_close(after[SITE], plain[SITE])
+
+
+def planted(n: int, d: int, signal: float, seed: int):
+    """Residual states (2 layers) where layer 1 carries the label along one direction."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile([1, 0], n // 2)
+    x = rng.normal(size=(2, n, d))
+    x[1, :, 0] += signal * labels
+    return x, labels, np.repeat(np.arange(n // 2), 2)
+
+
+def test_the_probe_finds_a_planted_signal_at_its_layer():
+    dev, dev_y, groups = planted(200, 16, 3.0, 0)
+    test, test_y, _ = planted(200, 16, 3.0, 1)
+    control = np.random.default_rng(2).normal(size=(2, 300, 16))  # neutral: no signal
+    result = fit_probe(dev, dev_y, groups, test, test_y, control, fpr=0.01)
+    assert result["layer"] == 1
+    assert result["test_auroc"] > 0.95 and result["dev_cv_auroc"] > 0.95
+    assert result["layers"][0]["test_auroc"] < 0.65  # the layer without it
+    assert result["recall_at_fpr"] > 0.5
+
+
+def test_the_probe_sits_at_chance_on_shuffled_labels():
+    dev, dev_y, groups = planted(200, 16, 3.0, 0)
+    test, test_y, _ = planted(400, 16, 3.0, 1)
+    rng = np.random.default_rng(3)
+    control = rng.normal(size=(2, 300, 16))
+    result = fit_probe(dev, rng.permutation(dev_y), groups, test, test_y, control)
+    assert 0.35 < result["test_auroc"] < 0.65
+    assert 0.35 < result["dev_cv_auroc"] < 0.65
+
+
+def test_the_recall_threshold_flags_the_stated_share_of_control_text():
+    dev, dev_y, groups = planted(200, 8, 3.0, 0)
+    test, test_y, _ = planted(200, 8, 3.0, 1)
+    control = np.random.default_rng(2).normal(size=(2, 1000, 8))
+    control[:, :, 0] += 1.5  # control text half-way towards "deceptive": fewer recalled at 1%
+    loose = fit_probe(dev, dev_y, groups, test, test_y, control, fpr=0.2)
+    strict = fit_probe(dev, dev_y, groups, test, test_y, control, fpr=0.01)
+    assert strict["recall_at_fpr"] < loose["recall_at_fpr"]
+    assert strict["test_honest_flagged"] <= loose["test_honest_flagged"]
+
+
+@pytest.mark.slow
+def test_steer_stage_chooses_on_dev_and_evaluates_with_the_vector(stage_project):
+    """`steer` writes the vector and a dev table with the base row first; `evaluate --model
+    steer` reports it with the probe and, when a strength is used, a KL to the base."""
+    from soo.evaluate import EvalMetrics
+    from soo.pipeline.evaluate import main as evaluate
+    from soo.pipeline.steer import main as steer
+
+    folder, params = stage_project
+    result = steer(str(params))
+    saved = json.loads((folder / "models" / "steer" / "steer.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert (folder / "models" / "steer" / "vector.safetensors").is_file()
+    assert [row["strength"] for row in saved["dev"]] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+    chosen = [r for r in saved["dev"][1:] if r["strength"] == saved["strength"]]
+    if chosen:  # the choice is the lowest dev deception among those that pass
+        passing = [r for r in saved["dev"][1:] if r["qualifies"]]
+        assert chosen[0]["burglar_deception"] == min(r["burglar_deception"] for r in passing)
+    metrics = evaluate("steer", str(params))
+    EvalMetrics.model_validate(metrics)
+    assert metrics["probe"]["n_dev"] == 2 * 8 * 12 and len(metrics["probe"]["layers"]) == 5
+    assert (metrics["capability"]["kl_to_base"] > 0) == (saved["strength"] > 0)
