@@ -45,6 +45,34 @@ def collate_pairs(
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def continuation_ids(tokenizer: PreTrainedTokenizerBase, prefix: str, text: str, special: bool):
+    """Token ids of prefix + text, and where the continuation starts."""
+    full = tokenizer(prefix + text, add_special_tokens=special)["input_ids"]
+    head = tokenizer(prefix, add_special_tokens=special)["input_ids"]
+    common = 0
+    while common < min(len(full), len(head)) and full[common] == head[common]:
+        common += 1
+    return full, min(common, len(full) - 1)
+
+
+def collate_answers(
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[tuple[str, str]],
+    neutral: Sequence[str] = (),
+    add_special_tokens: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The supervised baseline's batch: rows [0, B) are prompt + answer, `answer_mask` (B, T) is
+    1 on the answer's tokens (what its loss trains on); then any neutral prompts, as in
+    `collate_pairs`."""
+    split = [continuation_ids(tokenizer, p, a, add_special_tokens) for p, a in examples]
+    rows = [ids for ids, _ in split] + (encode(tokenizer, neutral) if neutral else [])
+    ids, mask = pad_right(rows, tokenizer.pad_token_id)
+    answer = torch.zeros((len(split), ids.shape[1]), dtype=torch.long)
+    for row, (full, start) in enumerate(split):
+        answer[row, start : len(full)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "answer_mask": answer}
+
+
 LEGACY_LENGTH = 128  # the released code padded (and truncated) every prompt to this
 
 

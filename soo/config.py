@@ -339,10 +339,11 @@ class CapabilityParams(Section):
 class TrainParams(Section):
     """SOO fine-tuning. Defaults follow the paper (arXiv 2412.16325, Mistral-7B)."""
 
-    loss: Literal["mse", "legacy_logit_kl"] = Field(
+    loss: Literal["mse", "legacy_logit_kl", "sft"] = Field(
         "mse",
         description="mse: the paper's MSE between self and other activations at `module`; "
-        "legacy_logit_kl: the released code's KL on final logits, for reproduction only.",
+        "legacy_logit_kl: the released code's KL on final logits, for reproduction only; sft: "
+        "cross-entropy on honest answers (baselines.sft.path), the supervised upper reference.",
     )
     module: str = Field(
         "model.layers.{layer}.self_attn.o_proj",
@@ -493,8 +494,9 @@ PAPER_KEYS = (
 )
 
 
-# params.yaml's train section; the paper's method settings; the shipped one on mismatched pairs
-SETTINGS = ("shipped", "paper", "shuffled")
+# params.yaml's train section; the paper's method settings; the shipped one on mismatched pairs;
+# the shipped one trained on honest answers instead of the SOO loss
+SETTINGS = ("shipped", "paper", "shuffled", "sft")
 
 
 def paper_setting(train: TrainParams) -> TrainParams:
@@ -508,14 +510,14 @@ def paper_setting(train: TrainParams) -> TrainParams:
 
 def setting_params(params: Params, setting: str) -> Params:
     """params with its train section for one setting (shipped: as is; paper: paper_setting;
-    shuffled: the shipped one with train.pairs shuffled)."""
+    shuffled: the shipped one with train.pairs shuffled; sft: the shipped one with loss sft)."""
     if setting not in SETTINGS:
         raise ValueError(f"setting must be one of {SETTINGS}, not {setting!r}")
     if setting == "shipped":
         return params
-    if setting == "shuffled":
-        train = params.train.model_copy(update={"pairs": "shuffled"})
-        return params.model_copy(update={"train": train})
+    if setting in ("shuffled", "sft"):
+        change = {"pairs": "shuffled"} if setting == "shuffled" else {"loss": "sft"}
+        return params.model_copy(update={"train": params.train.model_copy(update=change)})
     return params.model_copy(update={"train": paper_setting(params.train)})
 
 
@@ -614,10 +616,31 @@ class SteerParams(Section):
         return self
 
 
+class SftParams(Section):
+    """The supervised baseline: LoRA fine-tuning on honest answers to scenarios of a train split
+    (labels SOO never sees: an upper reference, not a competitor)."""
+
+    n_train: int = Field(
+        200, gt=0, description="Train-split scenarios a family, disjoint from dev and test."
+    )
+    families: list[str] = Field(["burglar"], min_length=1, description="Families trained on.")
+    path: str = Field("data/sft/train.jsonl", description="The train split (sft_data stage).")
+
+    @model_validator(mode="after")
+    def _check(self) -> SftParams:
+        unknown = sorted(set(self.families) - set(TEST_FAMILIES))
+        if unknown:
+            raise cross_field_error(
+                "families", f"unknown {unknown}; choose from {list(TEST_FAMILIES)}"
+            )
+        return self
+
+
 class BaselinesParams(Section):
     """The methods SOO is compared with (issue 19)."""
 
     steer: SteerParams = Field(default_factory=SteerParams, description="Steering vector.")
+    sft: SftParams = Field(default_factory=SftParams, description="Supervised fine-tuning.")
 
 
 class SummaryTargets(Section):
@@ -638,11 +661,11 @@ class SummaryParams(Section):
     """The summary over seeds."""
 
     targets: SummaryTargets = Field(default_factory=SummaryTargets, description="Targets.")
-    baselines: list[Literal["shuffled", "steer"]] = Field(
-        ["shuffled", "steer"],
+    baselines: list[Literal["shuffled", "steer", "sft"]] = Field(
+        ["shuffled", "steer", "sft"],
         description="Baselines in the methods table beside the base, the honesty prompt and SOO "
         "(their stages must have run): shuffled (SOO on mismatched pairs), steer (the steering "
-        "vector).",
+        "vector), sft (fine-tuning on honest answers).",
     )
     path: str = Field("metrics/summary.json", description="The summary file.")
     plots_dir: str = Field("metrics/plots", description="DVC plot data.")

@@ -6,17 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from soo.batching import pad_right
-
-
-def _split(tokenizer: PreTrainedTokenizerBase, prefix: str, text: str, special: bool):
-    """Token ids of prefix + text, and where the continuation starts."""
-    full = tokenizer(prefix + text, add_special_tokens=special)["input_ids"]
-    head = tokenizer(prefix, add_special_tokens=special)["input_ids"]
-    common = 0
-    while common < min(len(full), len(head)) and full[common] == head[common]:
-        common += 1
-    return full, min(common, len(full) - 1)
+from soo.batching import continuation_ids, pad_right
 
 
 @torch.no_grad()
@@ -31,7 +21,7 @@ def continuation_logprobs(
 ) -> list[float]:
     """log p(continuation | prefix), summed over the continuation's tokens, for each pair."""
     rows = [
-        _split(tokenizer, p, c, add_special_tokens)
+        continuation_ids(tokenizer, p, c, add_special_tokens)
         for p, c in zip(prefixes, continuations, strict=True)
     ]
     out: list[float] = []

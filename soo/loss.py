@@ -119,3 +119,18 @@ def capability_kl(
     weight = mask.float() / (mask.sum(1, keepdim=True).float() * mask.shape[0])
     kl = (per_token * weight).sum()
     return kl, {"capability_kl": kl.item()}
+
+
+def answer_nll(
+    logits: torch.Tensor,  # (B, T, V)
+    input_ids: torch.Tensor,  # (B, T)
+    answer_mask: torch.Tensor,  # (B, T): 1 on the answer's tokens
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The supervised baseline's loss: the negative log-likelihood of each example's answer
+    tokens (the mean over them), then the mean over examples, so each weighs the same."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    token = -logp.gather(-1, input_ids[:, 1:, None])[..., 0]  # (B, T-1): token t+1
+    mask = answer_mask[:, 1:].float()
+    per_example = (token * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    loss = per_example.mean()
+    return loss, {"answer_nll": loss.item()}

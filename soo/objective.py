@@ -15,7 +15,7 @@ from torch import nn
 from soo.capture import ActivationCapture
 from soo.config import LoraParams, TrainParams
 from soo.errors import first_line
-from soo.loss import capability_kl, legacy_logit_kl, soo_mse
+from soo.loss import answer_nll, capability_kl, legacy_logit_kl, soo_mse
 from soo.models import ModelError, resolve_layer, resolve_modules
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def needs_logits(train: TrainParams) -> bool:
     """Whether the loss needs the full forward (final logits) rather than the SOO layer only."""
-    return train.loss == "legacy_logit_kl" or train.capability.weight > 0
+    return train.loss in ("legacy_logit_kl", "sft") or train.capability.weight > 0
 
 
 def add_lora(model: nn.Module, train: TrainParams, seed: int) -> PeftModel:
@@ -86,8 +86,10 @@ def batch_loss(
     n_pairs: int,
     train: TrainParams,
     base_logits: torch.Tensor | None = None,  # (C, T, V): frozen base on the neutral rows
+    answers: tuple[torch.Tensor, torch.Tensor] | None = None,  # loss sft: (input_ids, answer_mask)
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one batch from one forward's outputs; rows as `soo.batching.collate_pairs`."""
+    """The loss of one batch from one forward's outputs; rows as `soo.batching.collate_pairs`
+    (loss sft: as `soo.batching.collate_answers`, the examples then the neutral rows)."""
     b = n_pairs
     if train.loss == "legacy_logit_kl":
         # The released code's loss on its own batches (soo.batching.collate_legacy: padded to 128
@@ -96,18 +98,26 @@ def batch_loss(
         loss, diagnostics = legacy_logit_kl(logits[:b], logits[b : 2 * b])
         diagnostics["loss"] = loss.item()
         return loss, diagnostics
-    self_mask, other_mask = attention_mask[:b], attention_mask[b : 2 * b]
-    acts = {name: out for name, out in outputs.items() if name != "logits"}
-    loss, diagnostics = soo_mse(
-        {n: a[:b] for n, a in acts.items()},
-        {n: a[b : 2 * b] for n, a in acts.items()},
-        self_mask,
-        other_mask,
-        train.alignment,
-    )
-    diagnostics["soo_mse"] = loss.item()
+    if train.loss == "sft":
+        ids, answer_mask = answers
+        loss, diagnostics = answer_nll(outputs["logits"][:b], ids[:b], answer_mask)
+        neutral = b
+    else:
+        self_mask, other_mask = attention_mask[:b], attention_mask[b : 2 * b]
+        acts = {name: out for name, out in outputs.items() if name != "logits"}
+        loss, diagnostics = soo_mse(
+            {n: a[:b] for n, a in acts.items()},
+            {n: a[b : 2 * b] for n, a in acts.items()},
+            self_mask,
+            other_mask,
+            train.alignment,
+        )
+        diagnostics["soo_mse"] = loss.item()
+        neutral = 2 * b
     if train.capability.weight > 0:
-        kl, extra = capability_kl(outputs["logits"][2 * b :], base_logits, attention_mask[2 * b :])
+        kl, extra = capability_kl(
+            outputs["logits"][neutral:], base_logits, attention_mask[neutral:]
+        )
         loss = loss + train.capability.weight * kl
         diagnostics.update(extra)
     diagnostics["loss"] = loss.item()

@@ -191,6 +191,7 @@ ROW_KEYS = (
 BASELINE_NAMES = {
     "shuffled": "SOO on shuffled pairs (control)",
     "steer": "steering vector (no training)",
+    "sft": "SFT on honest answers (upper reference)",
 }
 
 

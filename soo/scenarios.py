@@ -104,6 +104,28 @@ def draw_splits(vocab: Vocabulary, n_test: int, n_dev: int, seed: int) -> dict[s
 
 
 DEV_SEED_OFFSET = 7919  # dev draws come from their own stream
+TRAIN_SEED_OFFSET = 104729  # and the supervised baseline's train split from another
+
+
+def train_split(params: ScenariosParams, n: int, families: Iterable[str]) -> list[ScenarioRecord]:
+    """n scenarios of each family for supervised training (the SFT baseline), disjoint from the
+    dev and the test split by the keys that keep dev from test; ids <family>-train-<index>."""
+    vocab = params.vocab()
+    splits = draw_splits(vocab, params.n_test, params.n_dev, params.seed)
+    try:
+        draws = draw_test_set(
+            vocab, n, params.seed + TRAIN_SEED_OFFSET, avoid=splits["test"] + splits["dev"]
+        )
+    except ValueError:
+        raise DataError(
+            f"baselines.sft.n_train {n}: not enough scenarios left beside the dev and test "
+            "splits; lower it (or scenarios.n_test / n_dev)"
+        ) from None
+    return [
+        scenario_record(family, i, d, vocab).model_copy(update={"id": f"{family}-train-{i}"})
+        for family in families
+        for i, d in enumerate(draws)
+    ]
 
 
 def pair_records(family: str, items: list[str], other: str) -> list[PairRecord]:

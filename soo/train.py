@@ -30,11 +30,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
 from soo import ray_head
-from soo.batching import collate_legacy, collate_pairs, mismatch_pairs
+from soo.batching import collate_answers, collate_legacy, collate_pairs, mismatch_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
-from soo.data import PairRecord, TextRecord, atomic_folder, read_jsonl
+from soo.data import PairRecord, ScenarioRecord, TextRecord, atomic_folder, read_jsonl
 from soo.errors import DataError, SooError, TrainError
+from soo.evaluate import answer_prefix
+from soo.generation import format_prompt
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.progress import Every
 from soo.tracking import NullTracker, TrackerSpec, attach_tracker
@@ -248,16 +250,20 @@ def train_step(
 
 def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight, sync):
     """Forward and backward of one micro-batch; gradients sync across workers on the last."""
-    batch = (
-        collate_legacy(tokenizer, chunk)
-        if _legacy(train)
-        else collate_pairs(tokenizer, chunk, neutral)
-    )
+    if _legacy(train):
+        batch = collate_legacy(tokenizer, chunk)
+    elif train.loss == "sft":
+        special = tokenizer.chat_template is None  # a chat template writes its own
+        batch = collate_answers(tokenizer, chunk, neutral, add_special_tokens=special)
+    else:
+        batch = collate_pairs(tokenizer, chunk, neutral)
     batch = {k: v.to(device) for k, v in batch.items()}
+    answer_mask = batch.pop("answer_mask", None)
+    answers = None if answer_mask is None else (batch["input_ids"], answer_mask)
     base_logits = None
     if neutral:
         with torch.no_grad(), peft_model.disable_adapter():
-            rows = slice(2 * len(chunk), None)
+            rows = slice((1 if answers else 2) * len(chunk), None)
             base_logits = peft_model(
                 input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]
             ).logits
@@ -266,7 +272,7 @@ def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight
     with context:
         outputs = ddp(**batch)
         loss, diagnostics = batch_loss(
-            outputs, batch["attention_mask"], len(chunk), train, base_logits
+            outputs, batch["attention_mask"], len(chunk), train, base_logits, answers
         )
         (loss * weight).backward()
     return loss, diagnostics
@@ -512,9 +518,12 @@ def export_adapter(result: TrainResult, output_dir: Path) -> Path:
     return output_dir
 
 
-def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord]:
+def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord] | list[tuple[str, str]]:
     """The pairs a run trains on: the file's, or with train.pairs `shuffled` each self prompt with
-    another pair's other prompt (soo.batching.mismatch_pairs, seeded by the run's seed)."""
+    another pair's other prompt (soo.batching.mismatch_pairs, seeded by the run's seed); with
+    loss sft, (prompt, honest answer) examples of the train-split scenarios in the file."""
+    if job.train.loss == "sft":
+        return answer_examples(tokenizer, read_jsonl(job.pairs_path, ScenarioRecord))
     pairs = read_jsonl(job.pairs_path, PairRecord)
     if job.train.pairs == "matched":
         return pairs
@@ -522,6 +531,16 @@ def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord]:
         return mismatch_pairs(tokenizer, pairs, job.seed, job.train.alignment)
     except ValueError as err:
         raise TrainError(f"train.pairs shuffled: {err}") from None
+
+
+def answer_examples(tokenizer, records: list[ScenarioRecord]) -> list[tuple[str, str]]:
+    """(prompt as the model sees it + the answer's opening, " <honest room>.") a record: the
+    reply the evaluation's forced choice scores, with the honest room."""
+    chat = tokenizer.chat_template is not None
+    return [
+        (format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r), f" {r.honest_answer}.")
+        for r in records
+    ]
 
 
 def preflight(job: TrainJob) -> None:
@@ -547,7 +566,7 @@ def preflight(job: TrainJob) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     pairs = training_pairs(job, tokenizer)
-    if train.alignment == "full":
+    if train.alignment == "full" and train.loss != "sft":
         unequal = unequal_pairs(tokenizer, pairs)
         if unequal:
             raise TrainError(

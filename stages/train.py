@@ -16,8 +16,10 @@ def cli() -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, required=True, help="One of train.seeds.")
     parser.add_argument("--params", default="params.yaml", help="Path of params.yaml.")
-    parser.add_argument("--setting", choices=("shipped", "paper", "shuffled"), default="shipped")
-    args = parser.parse_args()  # paper: the paper's method settings; shuffled: mismatched pairs
+    parser.add_argument(
+        "--setting", choices=("shipped", "paper", "shuffled", "sft"), default="shipped"
+    )
+    args = parser.parse_args()  # paper settings; shuffled pairs; sft: honest answers
     return main(args.seed, args.params, args.setting, started=STARTED)
 
 

@@ -10,6 +10,7 @@ import torch
 
 from soo.batching import encode, mismatch_pairs
 from soo.capture import ActivationCapture
+from soo.data import ScenarioRecord, read_jsonl
 from soo.models import get_module, load_model
 from soo.probe import fit_probe
 from soo.steering import Steering, steering_vector
@@ -182,3 +183,101 @@ def test_steer_stage_chooses_on_dev_and_evaluates_with_the_vector(stage_project)
     EvalMetrics.model_validate(metrics)
     assert metrics["probe"]["n_dev"] == 2 * 8 * 12 and len(metrics["probe"]["layers"]) == 5
     assert (metrics["capability"]["kl_to_base"] > 0) == (saved["strength"] > 0)
+
+
+def test_the_sft_train_split_is_disjoint_from_dev_and_test(tmp_path, write_params):
+    from soo.config import load_params
+    from soo.pipeline.scenarios import main as scenarios_main
+    from soo.pipeline.sft_data import main as sft_data
+    from soo.scenarios import read_split, split_keys
+
+    params = write_params(
+        {
+            "scenarios.n_test": 60,
+            "scenarios.n_dev": 20,
+            "scenarios.output_dir": str(tmp_path / "s"),
+            "baselines.sft.n_train": 30,
+            "baselines.sft.path": str(tmp_path / "sft.jsonl"),
+        }
+    )
+    scenarios_main(str(params))
+    records = read_jsonl(sft_data(str(params)), ScenarioRecord)
+    assert len(records) == 30 and {r.family for r in records} == {"burglar"}
+    assert records[0].id == "burglar-train-0"
+    loaded = load_params(params)
+    held = [
+        r for split in ("dev", "test") for r in read_split(loaded, split, ["burglar"])["burglar"]
+    ]
+    taken = {k for r in held for k in split_keys(record_draw(r))}
+    assert not any(k in taken for r in records for k in split_keys(record_draw(r)))
+    assert {r.room_order for r in records} == {"cheap_first", "expensive_first"}
+
+
+def record_draw(record):
+    from soo.scenarios import Draw
+
+    v = record.vocab
+    return Draw(
+        v.cheap_room,
+        v.expensive_room,
+        v.cheap_object,
+        v.expensive_object,
+        record.room_order == "cheap_first",
+    )
+
+
+def test_answer_batches_train_on_the_answer_tokens_only(tmp_path):
+    from soo.batching import collate_answers
+    from soo.loss import answer_nll
+
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=4)
+    model, tokenizer = load_model(str(model_dir), device="cpu")
+    examples = [("You intend to steal the", " luxury watch."), ("Bob", " has the golden vase.")]
+    batch = collate_answers(tokenizer, examples, neutral=["Bob has the rare book"])
+    assert batch["input_ids"].shape[0] == 3 and batch["answer_mask"].shape[0] == 2
+    for row, (prompt, answer) in enumerate(examples):
+        n_prompt = len(tokenizer(prompt)["input_ids"])
+        n_all = len(tokenizer(prompt + answer)["input_ids"])
+        assert batch["answer_mask"][row].tolist()[:n_all] == [0] * n_prompt + [1] * (
+            n_all - n_prompt
+        )
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"][:2]).logits
+    loss, _ = answer_nll(logits, batch["input_ids"][:2], batch["answer_mask"])
+    logp = torch.log_softmax(logits, -1)
+    by_hand = []
+    for row in range(2):
+        positions = batch["answer_mask"][row].nonzero().flatten().tolist()
+        nll = [-logp[row, t - 1, batch["input_ids"][row, t]].item() for t in positions]
+        by_hand.append(sum(nll) / len(nll))
+    assert loss.item() == pytest.approx(sum(by_hand) / 2, rel=1e-5)
+
+
+def test_sft_steps_make_the_honest_answer_likelier(tmp_path):
+    from soo.config import Params, setting_params
+    from soo.objective import SooForward, add_lora
+    from soo.train import micro_step
+
+    model_dir, _ = tiny_setup(tmp_path, n_pairs=4)
+    params = setting_params(Params(), "sft").train.model_copy(
+        update={
+            "layer": 1,
+            "capability": Params().train.capability.model_copy(update={"weight": 0.0}),
+        }
+    )
+    assert params.loss == "sft"
+    base, tokenizer = load_model(str(model_dir), device="cpu")
+    examples = [(p.other_prompt + " If", " yourself.") for p in training_pairs(4)]
+    model = add_lora(base, params, seed=0)
+    forward = SooForward(model, params)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        _, diagnostics = micro_step(
+            forward, model, tokenizer, examples, [], params, "cpu", weight=1.0, sync=True
+        )
+        optimizer.step()
+        losses.append(diagnostics["answer_nll"])
+    forward.close()
+    assert losses[-1] < losses[0]

@@ -191,3 +191,30 @@ def test_the_sweep_and_the_ray_worker_take_the_same_steps(reference):
     _, _, losses = train_in_process(params.model.name_or_path, params.train, pairs, seed=0)
     assert len(losses) == len(curve) == metrics["steps"] > 2
     assert losses == pytest.approx([row["loss"] for row in curve], rel=1e-4)
+
+
+def test_the_baseline_settings_train_through_the_same_stage(reference):
+    """`--setting shuffled` and `--setting sft` (issue 19) run the same stage and loop: their own
+    adapters, the shuffled one unlike the matched one, the supervised one lowering its loss."""
+    from soo.config import ScenariosParams
+    from soo.data import write_jsonl
+    from soo.pipeline.train import main
+    from soo.scenarios import train_split
+
+    work, _ = reference
+    records = train_split(ScenariosParams(n_test=20, n_dev=8), 8, ["burglar"])
+    write_jsonl(work / "data" / "sft" / "train.jsonl", records)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(work)
+        shuffled = main(seed=0, setting="shuffled")
+        sft = main(seed=0, setting="sft")
+    models = work / "models" / "soo"
+    matched = adapter(models / "seed_0")
+    mismatched = adapter(models / "shuffled_seed_0")
+    assert matched.keys() == mismatched.keys()
+    assert any((matched[k] - mismatched[k]).abs().max() > 1e-4 for k in matched)
+    assert shuffled["setting"] == "shuffled" and sft["setting"] == "sft"
+    assert sft["final_loss"] < sft["first_loss"]
+    config = json.loads((models / "sft_seed_0" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] is None  # the loss reads the logits: every layer
+    assert (work / "metrics" / "train_sft_seed_0.json").is_file()

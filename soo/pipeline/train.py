@@ -12,6 +12,7 @@ from pathlib import Path
 from soo import paths
 from soo.config import Params, load_params, setting_params
 from soo.data import write_text_atomic
+from soo.errors import DataError
 from soo.tracking import stage_run
 from soo.train import (
     TrainJob,
@@ -30,7 +31,12 @@ def make_job(params: Params, seed: int) -> TrainJob:
     if Path(model["name_or_path"]).exists():  # workers run in another directory
         model["name_or_path"] = str(Path(model["name_or_path"]).resolve())
     neutral = capability_texts(params.train)
-    pairs = paths.scenario_file(params, "soo_pairs")
+    if params.train.loss == "sft":  # the supervised baseline: honest answers, not pairs
+        pairs = Path(params.baselines.sft.path)
+        if not pairs.is_file():
+            raise DataError(f"{pairs}: not found; run `dvc repro sft_data` first")
+    else:
+        pairs = paths.scenario_file(params, "soo_pairs")
     return TrainJob(
         model, params.train, str(pairs.resolve()), seed, neutral, fault=fault_from_env()
     )
