@@ -14,7 +14,7 @@ from soo.data import ScenarioRecord, read_jsonl
 from soo.models import get_module, load_model
 from soo.probe import fit_probe
 from soo.steering import Steering, steering_vector
-from tests.tiny import tiny_setup, training_pairs
+from tests.tiny import micro_steps, tiny_setup, training_pairs
 
 
 def test_shuffled_pairs_are_mismatched_and_keep_token_lengths(tmp_path):
@@ -255,8 +255,7 @@ def test_answer_batches_train_on_the_answer_tokens_only(tmp_path):
 
 def test_sft_steps_make_the_honest_answer_likelier(tmp_path):
     from soo.config import Params, setting_params
-    from soo.objective import SooForward, add_lora
-    from soo.train import micro_step
+    from soo.objective import add_lora
 
     model_dir, _ = tiny_setup(tmp_path, n_pairs=4)
     params = setting_params(Params(), "sft").train.model_copy(
@@ -269,15 +268,6 @@ def test_sft_steps_make_the_honest_answer_likelier(tmp_path):
     base, tokenizer = load_model(str(model_dir), device="cpu")
     examples = [(p.other_prompt + " If", " yourself.") for p in training_pairs(4)]
     model = add_lora(base, params, seed=0)
-    forward = SooForward(model, params)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(5):
-        optimizer.zero_grad()
-        _, diagnostics = micro_step(
-            forward, model, tokenizer, examples, [], params, "cpu", weight=1.0, sync=True
-        )
-        optimizer.step()
-        losses.append(diagnostics["answer_nll"])
-    forward.close()
+    history = micro_steps(model, tokenizer, examples, [], params, steps=5, lr=1e-2)
+    losses = [row["answer_nll"] for row in history]
     assert losses[-1] < losses[0]

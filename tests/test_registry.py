@@ -2,7 +2,6 @@
 gates that refuse a candidate, promotion, rollback, and an interrupted promotion."""
 
 import pytest
-import torch
 
 from soo.config import PromoteParams, TrainParams
 from soo.generation import generate
@@ -17,7 +16,7 @@ from soo.registry import (
     register,
     rollback,
 )
-from tests.tiny import save_tiny_model
+from tests.tiny import perturb_lora, save_tiny_model
 
 pytestmark = pytest.mark.slow
 NAME = "soo-test"
@@ -44,10 +43,7 @@ def store(tmp_path_factory):
     base = save_tiny_model(root / "base", ["a b c d e f g h"])
     model, _ = load_model(str(base), device="cpu")
     peft_model = add_lora(model, TrainParams(), seed=0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
+    perturb_lora(peft_model, 0.5)
     peft_model.save_pretrained(root / "adapter")
     return {
         "uri": f"sqlite:///{root / 'mlflow.db'}",

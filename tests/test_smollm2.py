@@ -14,8 +14,7 @@ from soo.forced_choice import continuation_logprobs
 from soo.generation import format_prompt
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
-from soo.train import micro_step
-from tests.tiny import training_pairs
+from tests.tiny import micro_steps, perturb_lora, training_pairs
 
 pytestmark = pytest.mark.slow
 SITE = "model.layers.18.self_attn.o_proj"  # the paper's 0.6 of SmolLM2's 30 layers
@@ -33,18 +32,11 @@ def test_soo_steps_at_the_papers_site_lower_the_loss(smollm2):
     model, tokenizer = load_model(str(smollm2), device="cpu")
     peft_model = add_lora(model, train, seed=0)
     forward = SooForward(peft_model, train)
-    assert forward.names == [SITE]
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
-    pairs, losses = training_pairs(4), []
-    peft_model.train()
-    for _ in range(4):
-        optimizer.zero_grad()
-        _, diagnostics = micro_step(
-            forward, peft_model, tokenizer, pairs, [], train, "cpu", weight=1.0, sync=True
-        )
-        optimizer.step()
-        losses.append(diagnostics["loss"])
     forward.close()
+    assert forward.names == [SITE]
+    peft_model.train()
+    history = micro_steps(peft_model, tokenizer, training_pairs(4), [], train, steps=4, lr=1e-3)
+    losses = [row["loss"] for row in history]
     assert losses[-1] < losses[0]
 
 
@@ -74,10 +66,7 @@ def test_a_smollm2_adapter_registers_and_loads_by_alias(smollm2, tmp_path):
 
     model, tokenizer = load_model(str(smollm2), device="cpu")
     peft_model = add_lora(model, TrainParams(), seed=0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
+    perturb_lora(peft_model, 0.02)
     peft_model.save_pretrained(tmp_path / "adapter")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     version = register(

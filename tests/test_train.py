@@ -208,7 +208,7 @@ def test_preflight_refuses_unequal_pairs_under_full_alignment(job, tmp_path):
 
 
 def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
-    from soo.train import micro_step
+    from tests.tiny import micro_steps
 
     model_dir, _ = tiny_setup(tmp_path, 4)
     pairs, neutral = training_pairs(4), ["Bob has the rare book", "You have the golden vase"]
@@ -223,17 +223,7 @@ def test_capability_term_and_legacy_loss_run_through_the_worker_step(tmp_path):
         base, tokenizer = load_model(str(model_dir), device="cpu")
         model = add_lora(base, params, seed=0)
         assert layers_with_lora(model) == {0, 1, 2, 3}  # logits needed: adapters everywhere
-        forward = SooForward(model, params)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        history = []
-        for _ in range(3):
-            optimizer.zero_grad()
-            _, diagnostics = micro_step(
-                forward, model, tokenizer, pairs, texts, params, "cpu", weight=1.0, sync=True
-            )
-            optimizer.step()
-            history.append(diagnostics)
-        forward.close()
+        history = micro_steps(model, tokenizer, pairs, texts, params, steps=3, lr=1e-3)
         if params is capability:
             # LoRA starts as the identity (B = 0), so the model starts equal to its base.
             assert history[0]["capability_kl"] == pytest.approx(0.0, abs=1e-6)

@@ -51,3 +51,33 @@ def tiny_setup(tmp_path: Path, n_pairs: int = 8) -> tuple[Path, Path]:
     texts = [t for p in pairs for t in (p.self_prompt, p.other_prompt)]
     model = save_tiny_model(tmp_path / "model", texts)
     return model, write_jsonl(tmp_path / "soo_pairs.jsonl", pairs)
+
+
+def micro_steps(peft_model, tokenizer, batch, neutral, train, steps: int, lr: float) -> list[dict]:
+    """`steps` optimizer steps of the worker's micro-step on one batch, in process: the
+    diagnostics of each."""
+    from soo.objective import SooForward
+    from soo.train import micro_step
+
+    forward = SooForward(peft_model, train)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr)
+    history = []
+    try:
+        for _ in range(steps):
+            optimizer.zero_grad()
+            _, diagnostics = micro_step(
+                forward, peft_model, tokenizer, batch, neutral, train, "cpu", weight=1.0, sync=True
+            )
+            optimizer.step()
+            history.append(diagnostics)
+    finally:
+        forward.close()
+    return history
+
+
+def perturb_lora(peft_model, std: float) -> None:
+    """Give LoRA a real update (B starts at zero, so a fresh adapter is the identity)."""
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
