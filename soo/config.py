@@ -479,6 +479,7 @@ PAPER_KEYS = (
     "module",
     "layer",
     "alignment",
+    "pairs",
     "lora.r",
     "lora.alpha",
     "lora.dropout",
