@@ -578,6 +578,12 @@ class EvaluateParams(Section):
     probe_fpr: float = Field(
         0.01, gt=0, lt=1, description="The probe's false-positive rate on neutral control text."
     )
+    probe_n_per_family: int | None = Field(
+        200,
+        gt=0,
+        description="Test records a family the probe is reported on (the first n of those "
+        "evaluated; its dev fit uses every dev record evaluated); null = all.",
+    )
     generations_dir: str = Field("data/generations", description="Raw replies, one JSONL a model.")
     metrics_dir: str = Field("metrics/eval", description="Where eval_<name>.json files go.")
 

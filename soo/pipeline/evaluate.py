@@ -85,11 +85,12 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     if ev.probe:
         probe_start = time.perf_counter()
         chat = ev.chat_template and tokenizer.chat_template is not None
+        n = ev.probe_n_per_family
         probe = deception_probe(
             model,
             tokenizer,
             records["dev"],
-            records["test"],
+            {family: rs[:n] for family, rs in records["test"].items()},
             neutral["test"],
             chat,
             ev.probe_fpr,
