@@ -37,7 +37,10 @@ BAD = [
     ({"train.lora.r": -1}, r"^params\.yaml: train\.lora\.r: must be > 0, got -1$"),
     ({"scenarios.n_tests": 5}, r"scenarios\.n_tests: unknown key; did you mean 'n_test'\?"),
     ({"scenarios.n_test": "many"}, r"scenarios\.n_test: must be an integer, got 'many'"),
-    ({"train.loss": "kl"}, r"train\.loss: must be one of 'mse', 'legacy_logit_kl' or 'sft', got 'kl'"),
+    (
+        {"train.loss": "kl"},
+        r"train\.loss: must be one of 'mse', 'legacy_logit_kl' or 'sft', got 'kl'",
+    ),
     ({"train.alignment": "first"}, r"train\.alignment: must be one of 'full', 'last' or 'mean'"),
     ({"train.lora.dropout": 1.5}, r"train\.lora\.dropout: must be < 1\.0, got 1\.5"),
     (
