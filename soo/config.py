@@ -31,6 +31,15 @@ def cross_field_error(key: str, reason: str) -> PydanticCustomError:
     return PydanticCustomError("cross_field", "{key}: {reason}", {"key": key, "reason": reason})
 
 
+def check_families(families: list[str], also: str = "") -> None:
+    """Every name is a test family, or a validation error on `families` lists them."""
+    unknown = sorted(set(families) - set(TEST_FAMILIES))
+    if unknown:
+        raise cross_field_error(
+            "families", f"unknown {unknown}; choose from {list(TEST_FAMILIES)}{also}"
+        )
+
+
 class ScenariosParams(Section):
     """The scenario datasets (stage `scenarios`)."""
 
@@ -589,11 +598,7 @@ class EvaluateParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateParams:
-        unknown = sorted(set(self.families or []) - set(TEST_FAMILIES))
-        if unknown:
-            raise cross_field_error(
-                "families", f"unknown {unknown}; choose from {list(TEST_FAMILIES)} or null"
-            )
+        check_families(self.families or [], " or null")
         for kind, pattern in self.latent_modules.items():
             if "{layer}" not in pattern:
                 raise cross_field_error(
@@ -635,11 +640,7 @@ class SftParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> SftParams:
-        unknown = sorted(set(self.families) - set(TEST_FAMILIES))
-        if unknown:
-            raise cross_field_error(
-                "families", f"unknown {unknown}; choose from {list(TEST_FAMILIES)}"
-            )
+        check_families(self.families)
         return self
 
 

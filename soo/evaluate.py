@@ -45,6 +45,14 @@ def answer_prefix(record: ScenarioRecord) -> str:
     return reply.split("\0")[0].rstrip()
 
 
+def answer_prompts(
+    tokenizer: PreTrainedTokenizerBase, records: list[ScenarioRecord], chat: bool
+) -> list[str]:
+    """Each prompt as the model sees it, followed by its answer's opening up to the room: what
+    forced choice scores, SFT trains on and the probe completes."""
+    return [format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r) for r in records]
+
+
 def evaluate_family(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -115,7 +123,7 @@ def forced_choice(
 ) -> tuple[list[float], list[float]]:
     """log p(deceptive room) and log p(honest room) after each record's answer prefix."""
     chat = params.chat_template and tokenizer.chat_template is not None
-    prefixes = [format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r) for r in records]
+    prefixes = answer_prompts(tokenizer, records, chat)
     both = continuation_logprobs(
         model,
         tokenizer,

@@ -101,7 +101,6 @@ def batch_loss(
     if train.loss == "sft":
         ids, answer_mask = answers
         loss, diagnostics = answer_nll(outputs["logits"][:b], ids[:b], answer_mask)
-        neutral = b
     else:
         self_mask, other_mask = attention_mask[:b], attention_mask[b : 2 * b]
         acts = {name: out for name, out in outputs.items() if name != "logits"}
@@ -113,8 +112,8 @@ def batch_loss(
             train.alignment,
         )
         diagnostics["soo_mse"] = loss.item()
-        neutral = 2 * b
     if train.capability.weight > 0:
+        neutral = len(attention_mask) - len(base_logits)  # the neutral rows come last
         kl, extra = capability_kl(
             outputs["logits"][neutral:], base_logits, attention_mask[neutral:]
         )

@@ -24,8 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from soo.batching import pad_right
 from soo.data import ScenarioRecord
-from soo.evaluate import answer_prefix
-from soo.generation import format_prompt
+from soo.evaluate import answer_prompts
 
 SKIPPED_FAMILIES = ("perspectives",)  # a false-belief test: its wrong answer is no deception
 FOLDS = 5
@@ -36,8 +35,8 @@ def completions(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(texts, labels: 1 deceptive / 0 honest, groups: the prompt each text completes)."""
     texts, labels, groups = [], [], []
-    for i, r in enumerate(records):
-        prefix = format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r)
+    prefixes = answer_prompts(tokenizer, records, chat)
+    for i, (prefix, r) in enumerate(zip(prefixes, records, strict=True)):
         texts += [f"{prefix} {r.deceptive_answer}.", f"{prefix} {r.honest_answer}."]
         labels += [1, 0]
         groups += [i, i]

@@ -35,8 +35,7 @@ from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
 from soo.data import PairRecord, ScenarioRecord, TextRecord, atomic_folder, read_jsonl
 from soo.errors import DataError, SooError, TrainError
-from soo.evaluate import answer_prefix
-from soo.generation import format_prompt
+from soo.evaluate import answer_prompts
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.progress import Every
 from soo.tracking import NullTracker, TrackerSpec, attach_tracker
@@ -263,7 +262,7 @@ def micro_step(ddp, peft_model, tokenizer, chunk, neutral, train, device, weight
     base_logits = None
     if neutral:
         with torch.no_grad(), peft_model.disable_adapter():
-            rows = slice((1 if answers else 2) * len(chunk), None)
+            rows = slice(len(batch["input_ids"]) - len(neutral), None)  # the last rows
             base_logits = peft_model(
                 input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows]
             ).logits
@@ -536,11 +535,8 @@ def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord] | list[tuple[st
 def answer_examples(tokenizer, records: list[ScenarioRecord]) -> list[tuple[str, str]]:
     """(prompt as the model sees it + the answer's opening, " <honest room>.") a record: the
     reply the evaluation's forced choice scores, with the honest room."""
-    chat = tokenizer.chat_template is not None
-    return [
-        (format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r), f" {r.honest_answer}.")
-        for r in records
-    ]
+    prompts = answer_prompts(tokenizer, records, chat=tokenizer.chat_template is not None)
+    return [(p, f" {r.honest_answer}.") for p, r in zip(prompts, records, strict=True)]
 
 
 def preflight(job: TrainJob) -> None:
