@@ -216,6 +216,12 @@ class OrganismTrainParams(Section):
         "never).",
     )
     drill_batch_size: int = Field(64, gt=0, description="Drills per step in the curriculum.")
+    selection_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Texts per step in the self/other stage (null: drill_batch_size). Whole "
+        "scenes (corpus.selection_kind) are long: a smaller batch keeps that stage cheap.",
+    )
     batch_size: int = Field(32, gt=0, description="Corpus documents per step.")
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")

@@ -153,7 +153,7 @@ def train_organism(
     }
     phases = [
         ("drill", t.curriculum_steps, t.drill_batch_size, ()),
-        ("selection", t.selection_steps, t.drill_batch_size, ("drill",)),
+        ("selection", t.selection_steps, t.selection_batch_size or t.drill_batch_size, ("drill",)),
         ("corpus", t.steps, t.batch_size, ("drill", "selection")),
     ]
     learned = {
