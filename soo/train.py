@@ -92,6 +92,7 @@ class TrainResult:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: runs on every worker process."""
+    worker_start = time.time()  # wall clock: the stage compares it with its own marks
     import ray.train
     import ray.train.torch
 
@@ -143,6 +144,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tracker = attach_tracker(job.tracker) if rank == 0 else NullTracker()
     neutral = job.neutral
     start = time.perf_counter()
+    marks = {"worker_start": worker_start, "steps_start": time.time()}
     pairs_done = 0
     diagnostics: dict[str, float] = {}
 
@@ -192,6 +194,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         progress["summary"] = _summary(
                             progress, diagnostics, start, pairs_done, world, device, train
                         )
+                        progress["summary"]["marks"] = {**marks, "steps_end": time.time()}
                     save_checkpoint(Path(folder), peft_model, optimizer, scheduler, progress)
                     ckpt = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report(metrics, checkpoint=ckpt)

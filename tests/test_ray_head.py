@@ -111,7 +111,12 @@ def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, wri
         assert metrics["overhead_seconds"] == pytest.approx(
             metrics["stage_seconds"] - metrics["seconds"], abs=0.02
         )
-        assert f"seed {seed}: loss" in runs[seed].stderr and "overhead" in runs[seed].stderr
+        # Its spans (setup, Ray and workers, worker setup, finish, export) and the steps add up
+        # to the stage's time: each span lies between two real marks.
+        spans = metrics["overhead"]
+        assert set(spans) == {"setup", "ray_and_workers", "worker_setup", "finish", "export"}
+        assert sum(spans.values()) == pytest.approx(metrics["overhead_seconds"], abs=0.5)
+        assert f"seed {seed}: loss" in runs[seed].stderr and "ray_and_workers" in runs[seed].stderr
     os.kill(keeper, signal.SIGTERM)  # the keeper stops its Ray on SIGTERM
     assert _wait(lambda: not ray_head._alive(keeper), 30)
     assert not (folder / "head.json").exists()

@@ -341,3 +341,27 @@ def test_legacy_loss_is_the_released_procedure_computed_by_hand(tmp_path):
     for name in grads[0]:
         assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+def test_overhead_breakdown_spans_consecutive_marks():
+    from soo.pipeline.train import overhead_breakdown
+
+    marks = {
+        "stage_start": 100.0,
+        "fit": 104.0,
+        "worker_start": 115.0,
+        "steps_start": 117.5,
+        "steps_end": 127.5,
+        "fit_returned": 130.0,
+    }
+    spans = overhead_breakdown(marks, end=131.0)
+    assert spans == {
+        "setup": 4.0,
+        "ray_and_workers": 11.0,
+        "worker_setup": 2.5,
+        "finish": 2.5,
+        "export": 1.0,
+    }
+    # A run whose worker marks are missing (resumed from an older checkpoint) keeps the rest.
+    partial = {k: v for k, v in marks.items() if k not in ("worker_start", "steps_start")}
+    assert overhead_breakdown(partial, end=131.0) == {"setup": 4.0, "finish": 2.5, "export": 1.0}

@@ -61,13 +61,18 @@ def _train(params, job: TrainJob, tracker, setting: str, started: float) -> dict
     tracker.log_params({"model": job.model, "train": job.train.model_dump(), "seed": seed})
     job = replace(job, tracker=tracker.spec)
     storage = Path(train.storage_path).resolve()
+    # Wall-clock marks (the worker's come from another process) for the overhead's breakdown.
+    marks = {"stage_start": time.time() - (time.perf_counter() - started), "fit": time.time()}
     result = run_training(job, storage)
+    marks["fit_returned"] = time.time()
     adapter = export_adapter(result, paths.adapter_dir(params, paths.model_name(seed, setting)))
     curve = result.summary.pop("curve")
     metrics = {"seed": seed, "setting": setting, "adapter": str(adapter), **result.summary}
+    marks.update(metrics.pop("marks", {}))
     # Everything but the training steps: imports, Ray, worker start-up, model load, export.
     metrics["stage_seconds"] = round(time.perf_counter() - started, 2)
     metrics["overhead_seconds"] = round(metrics["stage_seconds"] - metrics["seconds"], 2)
+    metrics["overhead"] = overhead_breakdown(marks, time.time())
     write_text_atomic(
         paths.train_metrics(params, seed, setting), json.dumps(metrics, indent=2) + "\n"
     )
@@ -84,7 +89,7 @@ def _train(params, job: TrainJob, tracker, setting: str, started: float) -> dict
     shutil.rmtree(storage / result.summary["run_name"], ignore_errors=True)  # done: no resume
     log.info(
         "seed %d: loss %.5f -> %.5f in %d steps, %.1f s; stage %.1f s, overhead %.1f s "
-        "(all but the training steps); adapter -> %s",
+        "(all but the training steps: %s); adapter -> %s",
         seed,
         metrics["first_loss"],
         metrics["final_loss"],
@@ -92,6 +97,30 @@ def _train(params, job: TrainJob, tracker, setting: str, started: float) -> dict
         metrics["seconds"],
         metrics["stage_seconds"],
         metrics["overhead_seconds"],
+        ", ".join(f"{k} {v:.1f} s" for k, v in metrics["overhead"].items()),
         adapter,
     )
     return metrics
+
+
+# Consecutive wall-clock marks of a train stage and what happens between each and the next.
+OVERHEAD_SPANS = (
+    ("stage_start", "setup", "imports, params, preflight, tracking run"),
+    ("fit", "ray_and_workers", "Ray connect, Train controller, worker processes and imports"),
+    ("worker_start", "worker_setup", "model load, LoRA, data, optimizer"),
+    ("steps_start", None, "the training steps (metrics['seconds'])"),
+    ("steps_end", "finish", "last checkpoint, Ray Train shutdown, disconnect"),
+    ("fit_returned", "export", "adapter export, metrics, tracking artifacts"),
+)
+
+
+def overhead_breakdown(marks: dict[str, float], end: float) -> dict[str, float]:
+    """Seconds of each overhead span (OVERHEAD_SPANS), from the stage's and the worker's wall-clock
+    marks; a span whose marks are missing (a resumed run that skipped its steps) is left out."""
+    spans = {}
+    bounds = [mark for mark, _, _ in OVERHEAD_SPANS]
+    for i, (mark, name, _) in enumerate(OVERHEAD_SPANS):
+        later = marks.get(bounds[i + 1]) if i + 1 < len(bounds) else end
+        if name and mark in marks and later is not None:
+            spans[name] = round(later - marks[mark], 2)
+    return spans
