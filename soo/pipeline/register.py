@@ -9,6 +9,7 @@ from soo import paths
 from soo.config import Params, load_params
 from soo.data import read_json, write_text_atomic
 from soo.errors import DataError
+from soo.names import deception_key
 from soo.registry import register
 from soo.tracking import default_uri, git_commit, lock_hashes, stage_run
 
@@ -37,10 +38,11 @@ def choose_seed(params: Params, dev_seeds: dict[int, dict]) -> int:
     on dev, then the lowest seed). Only dev numbers are read: choosing is selection."""
     if params.registry.seed != "best":
         return params.registry.seed
+    key = deception_key(params.evaluate.trigger)
     return min(
         dev_seeds,
         key=lambda s: (
-            dev_seeds[s]["headline"]["burglar_deception"],
+            dev_seeds[s]["headline"][key],
             -dev_seeds[s]["capability"]["accuracy"],
             s,
         ),

@@ -14,8 +14,9 @@ from soo import paths
 from soo.config import Params, load_params
 from soo.data import PairRecord, atomic_folder, read_jsonl
 from soo.errors import SooError
-from soo.evaluate import forced_choice
+from soo.evaluate import forced_choice, with_trigger
 from soo.models import resolve_modules
+from soo.names import triggered
 from soo.pipeline.evaluate import capability_measure_for, load_evaluated
 from soo.scenarios import read_split
 from soo.steering import STEER_FILE, Steering, save_vector, steering_vector
@@ -37,13 +38,15 @@ def _steer(params: Params, tracker) -> dict:
     vector = steering_vector(model, tokenizer, pairs, name, module, params.train.alignment)
     log.info("vector at %s over %d pairs: norm %.4f", name, len(pairs), vector.norm().item())
     dev = read_split(params, "dev", ("burglar", "perspectives"), params.evaluate.n_dev_per_family)
+    trigger = params.evaluate.trigger  # a backdoored base: its deception is the triggered one
+    deceived = with_trigger(dev, trigger)[triggered("burglar") if trigger else "burglar"]
     measure = capability_measure_for(params)
     gates = params.promote
 
     def point(strength: float) -> dict:
         steering = Steering(module, vector, strength)
         try:
-            deceptive = _forced_rate(model, tokenizer, dev["burglar"], params)
+            deceptive = _forced_rate(model, tokenizer, deceived, params)
             perspectives = 1.0 - _forced_rate(model, tokenizer, dev["perspectives"], params)
             capability = measure(model, tokenizer, dev["burglar"])[0]["accuracy"]
         finally:
