@@ -18,7 +18,7 @@ from soo import paths
 from soo.batching import pad_right
 from soo.config import EvaluateParams, Params
 from soo.data import ROOM_ORDERS, PairRecord, ScenarioRecord, read_jsonl
-from soo.forced_choice import continuation_logprobs
+from soo.forced_choice import choice_logprobs
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
@@ -139,18 +139,18 @@ def forced_choice(
     records: list[ScenarioRecord],
     params: EvaluateParams,
 ) -> tuple[list[float], list[float]]:
-    """log p(deceptive room) and log p(honest room) after each record's answer prefix."""
+    """log p(deceptive room) and log p(honest room) after each record's answer prefix (one
+    forward of the prefix shared by both rooms)."""
     chat = params.chat_template and tokenizer.chat_template is not None
-    prefixes = answer_prompts(tokenizer, records, chat)
-    both = continuation_logprobs(
+    return choice_logprobs(
         model,
         tokenizer,
-        prefixes * 2,
-        [f" {r.deceptive_answer}" for r in records] + [f" {r.honest_answer}" for r in records],
+        answer_prompts(tokenizer, records, chat),
+        [f" {r.deceptive_answer}" for r in records],
+        [f" {r.honest_answer}" for r in records],
         add_special_tokens=not chat,
         batch_size=params.batch_size,
     )
-    return both[: len(records)], both[len(records) :]
 
 
 def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:

@@ -8,7 +8,7 @@ import torch
 from soo.config import EvaluateParams, SummaryTargets, load_params
 from soo.data import GenerationRecord, ScenarioRecord, read_jsonl
 from soo.evaluate import EvalMetrics, answer_prefix
-from soo.forced_choice import continuation_logprobs
+from soo.forced_choice import choice_logprobs, continuation_logprobs
 from soo.generation import generate
 from soo.models import load_model
 from soo.scenarios import TEST_FAMILIES
@@ -55,6 +55,21 @@ def test_forced_choice_matches_a_hand_computation(peaked):
             logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
         expected = sum(logp[t - 1, ids[t]].item() for t in range(n, len(ids)))
         assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_shared_prefix_forced_choice_equals_scoring_each_continuation(peaked):
+    """One prefix forward shared by both continuations (its cache) gives the sums of two plain
+    forwards: prefixes of different lengths (left padding), continuations of one to three tokens,
+    and a pair whose prefix tokens differ ("bc" glues to the prefix: scored the plain way)."""
+    model, tokenizer = peaked
+    prefixes = ["a b", "c", "a b c d e f", "h g", "d"]
+    firsts = [" c d", " e", " h", " a b c", "e"]
+    seconds = [" h", " f g", " g h a", " b", " e"]
+    got = choice_logprobs(model, tokenizer, prefixes, firsts, seconds, batch_size=3)
+    plain = continuation_logprobs(model, tokenizer, prefixes * 2, firsts + seconds, batch_size=4)
+    assert got[0] == pytest.approx(plain[:5], abs=1e-4)
+    assert got[1] == pytest.approx(plain[5:], abs=1e-4)
+    assert len({round(v, 3) for v in got[0] + got[1]}) > 5  # not one value everywhere
 
 
 def test_answer_prefixes_follow_each_family(tmp_path, write_params):
