@@ -10,7 +10,7 @@ import torch
 
 from soo.config import TrainParams
 from soo.fetch import fetch_pretrained
-from soo.forced_choice import continuation_logprobs
+from soo.forced_choice import choice_logprobs, continuation_logprobs
 from soo.generation import format_prompt
 from soo.models import load_model
 from soo.objective import SooForward, add_lora
@@ -57,6 +57,9 @@ def test_forced_choice_sums_every_token_of_a_multi_token_room(smollm2):
             logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].float(), -1)
         by_hand = sum(logp[t - 1, full[t]].item() for t in range(len(head), len(full)))
         assert value == pytest.approx(by_hand, abs=1e-3)
+    # The shared-prefix path of evaluation (one prefix forward, its cache, both rooms) agrees.
+    first, second = choice_logprobs(model, tokenizer, [prefix], rooms[:1], rooms[1:])
+    assert [first[0], second[0]] == pytest.approx(got, abs=1e-3)
 
 
 def test_a_smollm2_adapter_registers_and_loads_by_alias(smollm2, tmp_path):
