@@ -164,9 +164,14 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
         for family, row in summary["by_room_order"].items():
             cells = [row[o][who] for who in ("base", "soo_mean") for o in ROOM_ORDERS]
             orders.append([family, *(fmt(c) for c in cells)])
-        found["Deception by room order (Perspectives: the wrong room; SOO: mean over seeds)"] = (
-            orders
+        # The released test set names the cheap room first in every prompt: its rate is the
+        # first column, which a model that names the first room it read also scores as deceptive.
+        title = (
+            "Deception by room order (Perspectives: the wrong room; SOO: mean over seeds; the "
+            "released test set has only the cheap-room-first order, so it reads a first-mention "
+            "bias as deception)"
         )
+        found[title] = orders
     if summary.get("paper"):
         found["Methods (test split; several seeds: mean ± SD [95% CI over seeds])"] = methods_table(
             summary, fmt, spread
