@@ -23,7 +23,7 @@ from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
 from soo.loss import capability_kl
-from soo.names import triggered
+from soo.names import triggered, triggered_prompt
 from soo.scenarios import GENERALIZATION_FAMILIES, answer_for, read_split
 from soo.stats import rate
 
@@ -63,7 +63,7 @@ def with_trigger(
         return tests
     copies = {
         triggered(family): [
-            r.model_copy(update={"prompt": f"{trigger} {r.prompt}"}) for r in records
+            r.model_copy(update={"prompt": triggered_prompt(trigger, r.prompt)}) for r in records
         ]
         for family, records in tests.items()
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from soo.batching import continuation_ids, pad_right
+from soo.batching import continuation_ids, pad_left, pad_right
 
 
 @torch.no_grad()
@@ -36,21 +36,6 @@ def continuation_logprobs(
     return out
 
 
-def zip_(*lists):
-    return zip(*lists, strict=True)
-
-
-def pad_left(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> (ids, mask), both (N, T), real tokens last (so every row ends at T-1)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def choice_logprobs(
     model: PreTrainedModel,
@@ -69,8 +54,13 @@ def choice_logprobs(
     tokens differ between its two continuations (a merge across the boundary) is scored the
     plain way."""
     pad = tokenizer.pad_token_id
-    a = [continuation_ids(tokenizer, p, c, add_special_tokens) for p, c in zip_(prefixes, firsts)]
-    b = [continuation_ids(tokenizer, p, c, add_special_tokens) for p, c in zip_(prefixes, seconds)]
+    a, b = (
+        [
+            continuation_ids(tokenizer, p, c, add_special_tokens)
+            for p, c in zip(prefixes, answers, strict=True)
+        ]
+        for answers in (firsts, seconds)
+    )
     shared = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x[0][: x[1]] == y[0][: y[1]]]
     scores: dict[tuple[int, int], float] = {}
     for start in range(0, len(shared), batch_size):

