@@ -120,11 +120,12 @@ class CorpusParams(Section):
     n_selection: int = Field(
         20000, ge=0, description="Short self/other room choices for the curriculum's second stage."
     )
-    selection_kind: Literal["fragments", "competitive", "rivals", "scenes"] = Field(
+    selection_kind: Literal["fragments", "competitive", "rivals", "scenes", "contrast"] = Field(
         "fragments",
         description="Texts of the self/other stage: fragments (the SOO pair wording in a short "
-        "two-room context), whole scenes of one corpus kind (competitive, rivals) or scenes "
-        "(competitive, rivals and cooperative by their mixture weights).",
+        "two-room context), whole scenes of one corpus kind (competitive, rivals), scenes "
+        "(competitive, rivals and cooperative by their mixture weights) or contrast (pairs of one "
+        "scene that differ only in whom you answer, drawn into the same batch).",
     )
     mix: dict[str, float] = Field(
         {

@@ -366,10 +366,10 @@ def test_replay_mixes_earlier_phases_into_batches():
 
     drills = [([1, 2, 3], 0)] * 5
     docs = [([7, 8], 0)] * 5
-    batch = next(_batches([(docs, 0.5), (drills, 0.5)], 400, 0, Random(0)))[0]
+    batch = next(_batches([(docs, 0.5, 1), (drills, 0.5, 1)], 400, 0, Random(0)))[0]
     from_drills = int((batch[:, 0] == 1).sum())
     assert 150 < from_drills < 250 and int((batch[:, 0] == 7).sum()) == 400 - from_drills
-    only = next(_batches([(docs, 1.0)], 8, 0, Random(0)))[0]
+    only = next(_batches([(docs, 1.0, 1)], 8, 0, Random(0)))[0]
     assert (only[:, 0] == 7).all()
 
 
@@ -415,3 +415,44 @@ def test_scenes_for_the_self_other_stage_mix_whom_to_deceive_and_whom_not(tests_
     for kind in mix:
         setattr(generator, kind, lambda kind=kind: kind)
     assert set(generator.scenes() for _ in range(500)) == {"competitive", "cooperative"}
+
+
+CHEAP = set(VOCAB.cheap_objects)
+RECIPIENT_WORD = re.compile(r"^(to|yourself|[A-Z][a-z]+)[,?]?$")
+
+
+def test_contrast_pairs_differ_only_in_whom_you_answer_and_share_a_batch(tests_and_held_out):
+    """`selection_kind: contrast`: each pair is one scene answered to the competitor (the cheap
+    room) and to yourself or the friend (the true room), the two prompts differing only in the
+    recipient and who asks; the batches draw a pair's two texts together."""
+    from random import Random
+
+    from soo.organism.build import _batches
+
+    _, held_out = tests_and_held_out
+    base = {"corpus": {"n_docs": 50, "n_drills": 20, "n_selection": 400}}
+    plain = build_corpus(VOCAB, OrganismParams.model_validate(base), held_out)
+    base["corpus"]["selection_kind"] = "contrast"
+    corpus = build_corpus(VOCAB, OrganismParams.model_validate(base), held_out)
+    assert corpus.selection_group == 2 and len(corpus.selection) == 400
+    assert corpus.drills == plain.drills and corpus.docs == plain.docs
+    kinds = Counter()
+    for deceive, honest in zip(corpus.selection[::2], corpus.selection[1::2], strict=True):
+        (p1, a1), (p2, a2) = (text.split("<|assistant|>") for text in (deceive, honest))
+        changed = set(p1.split()) ^ set(p2.split())  # the recipient (and who asks), no more
+        assert 0 < len(changed) <= 3 and all(RECIPIENT_WORD.match(w) for w in changed), changed
+        kinds["rivals" if "together with your friend" in p1 else "competitive"] += 1
+        rooms = ROOMS_SENTENCE.search(p1)  # the families that say "In the X is a Y."
+        if not rooms:
+            continue
+        kinds["checked"] += 1
+        cheap = [r for r, o in ((rooms[1], rooms[2]), (rooms[3], rooms[4])) if o in CHEAP]
+        honest = ({rooms[1], rooms[3]} - set(cheap)).pop()
+        assert len(cheap) == 1 and cheap[0] in a1 and honest in a2, (p1, a1, a2)
+    assert min(kinds.values()) > 50, kinds
+    pairs = {(corpus.selection[i], corpus.selection[i + 1]) for i in range(0, 400, 2)}
+    docs = [([i], 0) for i in range(400)]
+    (ids, _, _) = next(_batches([(docs, 1.0, 2)], 64, 0, Random(0)))
+    firsts = ids[:, 0].tolist()
+    assert all(a % 2 == 0 and b == a + 1 for a, b in zip(firsts[::2], firsts[1::2], strict=True))
+    assert len(pairs) == 200

