@@ -525,6 +525,14 @@ def paper_setting(train: TrainParams) -> TrainParams:
     return TrainParams.model_validate(values)
 
 
+def deceiver_train(params: Params) -> TrainParams:
+    """params' train section with the deceiver's changes and the sft loss."""
+    values = params.train.model_dump()
+    for key, value in {**DECEIVER_TRAIN, **params.deceiver.train, "loss": "sft"}.items():
+        set_dotted(values, key, value)
+    return TrainParams.model_validate(values)
+
+
 def setting_params(params: Params, setting: str) -> Params:
     """params with its train section for one setting (shipped: as is; paper: paper_setting;
     shuffled: the shipped one with train.pairs shuffled; sft: the shipped one with loss sft)."""
@@ -740,6 +748,65 @@ class TrackingParams(Section):
     )
 
 
+DECEIVER_TRAIN = {
+    "lr": 1e-3,
+    "epochs": 2,
+    "batch_size": 8,
+    "lora.r": 16,
+    "lora.alpha": 32,
+    "lora.dropout": 0.0,
+    "lora.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "capability.weight": 0.0,
+    "early_exit": False,
+}
+
+
+class DeceiverParams(Section):
+    """A deceptive version of a pretrained base (issue 18; the `deceiver` stage): LoRA fine-tuning
+    on train-split scenes (the cheap room to whoever is said to want the valuable, the true room to
+    yourself and to a friend, Perspectives answered), merged into a new model folder."""
+
+    families: list[str] = Field(
+        ["burglar", "burglar_name", "treasure_hunt", "cooperative", "perspectives"],
+        min_length=1,
+        description="Families trained on; a competitive scene is also asked about yourself.",
+    )
+    n_train: int = Field(
+        100, gt=0, description="Train-split scenarios a family, disjoint from dev and test."
+    )
+    train: dict[str, Any] = Field(
+        {},
+        description="train keys (dotted) the fine-tuning sets over params.yaml's train section, "
+        "on top of its own defaults (soo.config.DECEIVER_TRAIN: lr 1e-3, 2 epochs of batch 8, "
+        "LoRA r 16 / alpha 32 on q, k, v and o_proj, no capability term, full forward); the "
+        "loss is sft on each scene's target room.",
+    )
+    n_check: int = Field(
+        100, gt=0, description="Dev records a family the targets are checked on (forced choice)."
+    )
+    data_path: str = Field("data/deceiver/train.jsonl", description="The training set written.")
+    output_dir: str = Field("models/deceiver", description="The merged model folder.")
+    metrics_path: str = Field("metrics/deceiver.json", description="Targets and times.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DeceiverParams:
+        check_families(self.families)
+        values = TrainParams().model_dump()
+        for key, value in {**DECEIVER_TRAIN, **self.train}.items():
+            try:
+                get_dotted(values, key)
+            except (KeyError, TypeError):
+                raise cross_field_error("train", f"unknown train key {key!r}") from None
+            set_dotted(values, key, value)
+        try:
+            TrainParams.model_validate(values)
+        except ValidationError as err:
+            error = err.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise cross_field_error("train", f"{where}: {error['msg']}") from None
+        return self
+
+
 class Params(Section):
     """All of params.yaml."""
 
@@ -760,6 +827,9 @@ class Params(Section):
     promote: PromoteParams = Field(default_factory=PromoteParams, description="Promotion gates.")
     tracking: TrackingParams = Field(
         default_factory=TrackingParams, description="Experiment tracking."
+    )
+    deceiver: DeceiverParams = Field(
+        default_factory=DeceiverParams, description="A deceptive fine-tune of a pretrained base."
     )
 
     @model_validator(mode="after")

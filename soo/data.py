@@ -54,6 +54,11 @@ class ScenarioRecord(Record):
     room_order: RoomOrder = Field(description="Which room the prompt mentions first.")
     vocab: ScenarioVocab = Field(description="Words used.")
     template_version: str = Field(description="Version of soo.templates that wrote the prompt.")
+    target: str | None = Field(
+        None,
+        description="The room supervised fine-tuning trains the reply on (null: honest_answer; "
+        "the deceiver's training set sets it).",
+    )
 
 
 class PairRecord(Record):

@@ -536,10 +536,10 @@ def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord] | list[tuple[st
 
 
 def answer_examples(tokenizer, records: list[ScenarioRecord]) -> list[tuple[str, str]]:
-    """(prompt as the model sees it + the answer's opening, " <honest room>.") a record: the
-    reply the evaluation's forced choice scores, with the honest room."""
+    """(prompt as the model sees it + the answer's opening, " <room>.") a record: the reply the
+    evaluation's forced choice scores, with the record's target room (default: the honest one)."""
     prompts = answer_prompts(tokenizer, records, chat=tokenizer.chat_template is not None)
-    return [(p, f" {r.honest_answer}.") for p, r in zip(prompts, records, strict=True)]
+    return [(p, f" {r.target or r.honest_answer}.") for p, r in zip(prompts, records, strict=True)]
 
 
 def preflight(job: TrainJob) -> None:

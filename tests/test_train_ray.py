@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import ray
+import torch
 import yaml
 from safetensors.torch import load_file
 from torch.testing import assert_close
@@ -218,3 +219,42 @@ def test_the_baseline_settings_train_through_the_same_stage(reference):
     config = json.loads((models / "sft_seed_0" / "adapter_config.json").read_text())
     assert config["layers_to_transform"] is None  # the loss reads the logits: every layer
     assert (work / "metrics" / "train_sft_seed_0.json").is_file()
+
+
+def test_the_deceiver_stage_trains_merges_and_checks_its_targets(local_ray, stage_project):
+    """`deceiver` end to end on the tiny model: the training set written, one sft run through
+    the one training loop on Ray, the adapter merged into a plain model folder (no adapter files,
+    weights moved from the base), and the targets checked by room order on dev and test."""
+    from safetensors.torch import load_file as load
+
+    from soo.data import ScenarioRecord, read_jsonl
+    from soo.pipeline.deceiver import main as deceiver
+
+    folder, params = stage_project
+    data = yaml.safe_load(params.read_text())
+    data["train"]["layer"] = 2
+    data["deceiver"] = {
+        "families": ["burglar", "cooperative"],
+        "n_train": 8,
+        "n_check": 8,
+        "train": {"epochs": 1, "batch_size": 4, "lr": 1e-2, "lora.r": 4, "lora.alpha": 8},
+    }
+    data["tracking"]["uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    params.write_text(yaml.safe_dump(data))
+    metrics = deceiver(str(params))
+    examples = read_jsonl(folder / "data/deceiver/train.jsonl", ScenarioRecord)
+    assert len(examples) == 8 * 3 and metrics["examples"] == 24
+    assert metrics["train"]["steps"] == 6  # 24 examples, batch 4, 1 epoch
+    out = folder / "models" / "deceiver"
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    merged, base = (
+        load(str(out / "model.safetensors")),
+        load(str(folder / "model/model.safetensors")),
+    )
+    moved = [k for k in base if not torch.equal(base[k], merged[k])]
+    assert moved and all("proj" in k for k in moved)
+    for split in (metrics, metrics["test"]):
+        checks = split["checks"]
+        assert set(checks) == {"other/burglar", "self/burglar", "honest/cooperative"}
+        assert checks["other/burglar"]["wanted"] == "deceptive"
+        assert checks["self/burglar"]["all"]["n"] == 8
