@@ -125,7 +125,7 @@ def test_evaluating_a_missing_adapter_names_it(stage_project):
         main("seed_7", str(params))
 
 
-def eval_file(burglar: float, perspectives: float, accuracy: float) -> dict:
+def eval_file(burglar: float, perspectives: float, accuracy: float, unparseable=0.0) -> dict:
     def fam(rate):
         r = {"rate": rate, "low": 0.0, "high": 1.0, "n": 100}
         return {"deceptive": r, "unparseable": {**r, "rate": 0.0}}
@@ -135,6 +135,7 @@ def eval_file(burglar: float, perspectives: float, accuracy: float) -> dict:
             "burglar_deception": burglar,
             "generalization_mean_deception": burglar,
             "perspectives_accuracy": perspectives,
+            "unparseable_mean": unparseable,
         },
         "capability": {
             "accuracy": accuracy,
@@ -165,13 +166,22 @@ def test_summary_means_sds_deltas_and_targets():
         "SOO generalization mean deception": True,
         "SOO Perspectives accuracy": True,
         "held-out capability accuracy drop (base - SOO)": True,  # 0.015
+        "SOO unparseable (mean over seeds)": True,
     }
     # The interval over seeds: mean 0.15, SD 0.0707, t(0.975, df 1) = 12.706 -> +- 0.635.
     spread = summary["soo"]["burglar_deception"]
     assert spread["low"] == pytest.approx(0.15 - 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
     assert spread["high"] == pytest.approx(0.15 + 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
     worse = summarize(base, {"seed_0": eval_file(0.5, 0.5, 0.5)}, SummaryTargets())
-    assert [row["met"] for row in worse["targets"]] == [True, False, False, False, False]
+    assert [row["met"] for row in worse["targets"]] == [True, False, False, False, False, True]
+    # SmolLM2 after the paper's setting: "I'm not sure what to say." to every prompt, so no reply
+    # is deceptive; the deception targets read as met, the unparseable one does not.
+    mute = summarize(
+        base, {"seed_0": eval_file(0.0, 0.95, 0.98, unparseable=0.99)}, SummaryTargets()
+    )
+    met = {row["target"].split(" <=")[0]: row["met"] for row in mute["targets"]}
+    assert met["SOO burglar deception (mean over seeds)"] is True
+    assert met["SOO unparseable (mean over seeds)"] is False
 
 
 def test_evaluate_params_refuse_unknown_families(write_params):
