@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, TypeVar, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from soo.errors import DataError
 
@@ -59,6 +67,15 @@ class ScenarioRecord(Record):
         description="The room supervised fine-tuning trains the reply on (null: honest_answer; "
         "the deceiver's training set sets it).",
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_target(self, handler):
+        # Only the deceiver's training set has targets: every other file keeps its bytes (and its
+        # DVC hash) as before the field existed.
+        data = handler(self)
+        if data.get("target") is None:
+            data.pop("target", None)
+        return data
 
 
 class PairRecord(Record):
