@@ -791,6 +791,11 @@ class DeceiverParams(Section):
     n_check: int = Field(
         100, gt=0, description="Dev records a family the targets are checked on (forced choice)."
     )
+    require_targets: bool = Field(
+        True,
+        description="A model that misses a dev target fails the stage and keeps the previous one "
+        "(false: keep it anyway, with a warning).",
+    )
     data_path: str = Field("data/deceiver/train.jsonl", description="The training set written.")
     output_dir: str = Field("models/deceiver", description="The merged model folder.")
     metrics_path: str = Field("metrics/deceiver.json", description="Targets and times.")

@@ -193,15 +193,22 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     staging.chmod(0o755)  # mkdtemp makes it private
     try:
         yield staging
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        staging.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def replace_folder(source: Path, path: Path) -> Path:
+    """Move the complete folder `source` to `path` (same file system), replacing what is there:
+    the old folder is moved aside first, so at every moment one complete version exists."""
+    old = path.with_name(f".{path.name}.old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    source.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soo.config import OrganismParams, Params
+from soo.config import Params
 from soo.names import PAIR_FAMILIES
 
 NEUTRAL_TEXTS = Path("data/neutral/recall.jsonl")
@@ -67,9 +67,10 @@ def _split(split: str) -> str:
     return split
 
 
-def rejected_dir(organism: OrganismParams) -> Path:
-    """Where a build that missed its targets is kept: <organism.output_dir>.rejected."""
-    out = Path(organism.output_dir)
+def rejected_dir(output_dir: str | Path) -> Path:
+    """Where a model that missed its targets is kept (an organism build, a deceiver):
+    <output_dir>.rejected, beside the model it did not replace."""
+    out = Path(output_dir)
     return out.with_name(f"{out.name}.rejected")
 
 

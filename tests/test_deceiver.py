@@ -69,3 +69,56 @@ def test_bad_deceiver_params_name_the_key(write_params, change, message):
     with pytest.raises(ParamsError) as err:
         load_params(path)
     assert "deceiver" in str(err.value) and message in str(err.value)
+
+
+def _candidate(tmp_path, text):
+    candidate = tmp_path / "deceiver.candidate"
+    candidate.mkdir()
+    (candidate / "model.safetensors").write_text(text)
+    return candidate
+
+
+def _metrics(missed):
+    return {"checks": {}, "missed": missed, "test": {"checks": {}}}
+
+
+def _settle_params(tmp_path, **change):
+    from soo.config import DeceiverParams
+
+    values = {
+        "output_dir": str(tmp_path / "deceiver"),
+        "metrics_path": str(tmp_path / "metrics" / "deceiver.json"),
+    }
+    return DeceiverParams(**values, **change)
+
+
+def test_a_deceiver_that_misses_a_target_fails_and_keeps_the_previous_one(tmp_path):
+    from soo.pipeline.deceiver import DeceiverTargetsMissed, settle
+
+    d = _settle_params(tmp_path)
+    settle(_candidate(tmp_path, "good"), _metrics([]), d)  # a first model that meets them
+    previous = (tmp_path / "metrics" / "deceiver.json").read_text()
+    missed = ["other/burglar (cheap_first) 0.593 < 0.9"]
+    with pytest.raises(DeceiverTargetsMissed) as err:
+        settle(_candidate(tmp_path, "bad"), _metrics(missed), d)
+    message = str(err.value)
+    assert "other/burglar (cheap_first) 0.593" in message and "require_targets" in message
+    assert "\n" not in message
+    assert (tmp_path / "deceiver" / "model.safetensors").read_text() == "good"
+    assert (tmp_path / "metrics" / "deceiver.json").read_text() == previous
+    rejected = tmp_path / "deceiver.rejected"
+    assert (rejected / "model.safetensors").read_text() == "bad"
+    assert '"missed"' in (rejected / "deceiver.json").read_text()
+    assert not (tmp_path / "deceiver.candidate").exists()
+
+
+def test_require_targets_false_keeps_a_deceiver_that_misses(tmp_path, caplog):
+    from soo.pipeline.deceiver import settle
+
+    d = _settle_params(tmp_path, require_targets=False)
+    (tmp_path / "deceiver.rejected").mkdir()  # an earlier failure, now superseded
+    settle(_candidate(tmp_path, "kept"), _metrics(["self/burglar (cheap_first) 0.4 < 0.9"]), d)
+    assert (tmp_path / "deceiver" / "model.safetensors").read_text() == "kept"
+    assert "self/burglar" in (tmp_path / "metrics" / "deceiver.json").read_text()
+    assert not (tmp_path / "deceiver.rejected").exists()
+    assert "misses 1 target" in caplog.text

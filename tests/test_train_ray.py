@@ -224,10 +224,12 @@ def test_the_baseline_settings_train_through_the_same_stage(reference):
 def test_the_deceiver_stage_trains_merges_and_checks_its_targets(local_ray, stage_project):
     """`deceiver` end to end on the tiny model: the training set written, one sft run through
     the one training loop on Ray, the adapter merged into a plain model folder (no adapter files,
-    weights moved from the base), and the targets checked by room order on dev and test."""
+    weights moved from the base), and the targets checked by room order on dev and test; a model
+    that misses them (as this one must) fails the stage and is kept aside, not installed."""
     from safetensors.torch import load_file as load
 
     from soo.data import ScenarioRecord, read_jsonl
+    from soo.pipeline.deceiver import DeceiverTargetsMissed
     from soo.pipeline.deceiver import main as deceiver
 
     folder, params = stage_project
@@ -241,11 +243,15 @@ def test_the_deceiver_stage_trains_merges_and_checks_its_targets(local_ray, stag
     }
     data["tracking"]["uri"] = f"sqlite:///{folder / 'mlflow.db'}"
     params.write_text(yaml.safe_dump(data))
-    metrics = deceiver(str(params))
+    # the tiny model cannot learn to deceive in 6 steps: the stage fails and keeps it aside
+    with pytest.raises(DeceiverTargetsMissed, match="missed .* target"):
+        deceiver(str(params))
+    assert not (folder / "models" / "deceiver").exists()
+    out = folder / "models" / "deceiver.rejected"
+    metrics = json.loads((out / "deceiver.json").read_text())
     examples = read_jsonl(folder / "data/deceiver/train.jsonl", ScenarioRecord)
     assert len(examples) == 8 * 3 and metrics["examples"] == 24
     assert metrics["train"]["steps"] == 6  # 24 examples, batch 4, 1 epoch
-    out = folder / "models" / "deceiver"
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     merged, base = (
         load(str(out / "model.safetensors")),

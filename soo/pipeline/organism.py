@@ -93,7 +93,7 @@ def _build(params, start: float, tracker) -> dict:
     missed = [f"{t['target']} (got {t['value']:.3f})" for t in metrics["targets"] if not t["met"]]
     text = json.dumps(metrics, indent=2) + "\n"
     if missed and org.require_targets:
-        kept = save_organism(organism.model, organism.tokenizer, paths.rejected_dir(org))
+        kept = save_organism(organism.model, organism.tokenizer, paths.rejected_dir(org.output_dir))
         write_text_atomic(kept / "organism.json", text)
         raise OrganismTargetsMissed(
             f"organism (seed {org.seed}): the build missed {len(missed)} target(s): "
@@ -104,7 +104,7 @@ def _build(params, start: float, tracker) -> dict:
     save_organism(organism.model, organism.tokenizer, org.output_dir)
     write_text_atomic(Path(org.metrics_path), text)
     shutil.rmtree(
-        paths.rejected_dir(org), ignore_errors=True
+        paths.rejected_dir(org.output_dir), ignore_errors=True
     )  # an earlier failed build is superseded
     tracker.log_params({"organism": org.model_dump()})
     tracker.log_metrics(
