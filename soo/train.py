@@ -434,6 +434,21 @@ def _resources(train: TrainParams) -> dict[str, float]:
 PROPAGATED_ENV = ("HF_", "MLFLOW_", "SOO_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_", "OMP_", "MKL_")
 
 
+# Ray Train's PlacementGroupCleaner asks Ray's state API every second whether the run's controller
+# is alive. A local Ray here has no dashboard, so no state API: it then logs a warning each
+# second of training ("Failed to query Ray Train Controller actor state"), hundreds of lines a
+# stage. Its one job, removing the placement group of a controller that died, is moot on a Ray
+# that ends with the stage or the keeper. A cluster (with its dashboard) keeps the warning.
+QUIET_HOOK = "soo.train.quiet_local_ray_worker"
+QUIETED_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_local_ray_worker() -> None:
+    """Ray worker process setup hook on a local Ray: silence QUIETED_LOGGERS below errors."""
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextlib.contextmanager
 def _ray_session(train: TrainParams):
     """Connected to Ray for the body: the cluster at ray_address / RAY_ADDRESS; else the shared
@@ -455,9 +470,13 @@ def _ray_session(train: TrainParams):
         # The shared Ray's workers inherit the environment of the stage that started it: this
         # stage's own settings travel with its job.
         env = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV)}
-        extra = {"runtime_env": {"env_vars": env}}
+        extra = {"runtime_env": {"env_vars": env, "worker_process_setup_hook": QUIET_HOOK}}
     else:
-        how, extra = "private", {"_node_ip_address": "127.0.0.1"}  # a local Ray binds loopback
+        how = "private"
+        extra = {
+            "_node_ip_address": "127.0.0.1",  # a local Ray binds loopback
+            "runtime_env": {"worker_process_setup_hook": QUIET_HOOK},
+        }
     try:
         ray.init(
             # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
