@@ -43,13 +43,13 @@ def deception_figure(base: dict, seeds: dict[str, dict]) -> bytes:
     ax.barh(ys, [r["rate"] for r in rates], height=height, xerr=err, capsize=2, label="base")
     if seeds:
         spreads = [
-            mean_sd([m["families"][f]["deceptive"]["rate"] for m in seeds.values()])
+            mean_sd([m["families"][f]["deceptive"]["rate"] for m in seeds.values()], (0.0, 1.0))
             for f in families
         ]
         means = [s["mean"] for s in spreads]
         err = [
-            [s["mean"] - max(0.0, s["low"]) if s["low"] is not None else 0.0 for s in spreads],
-            [min(1.0, s["high"]) - s["mean"] if s["high"] is not None else 0.0 for s in spreads],
+            [s["mean"] - s["low"] if s["low"] is not None else 0.0 for s in spreads],
+            [s["high"] - s["mean"] if s["high"] is not None else 0.0 for s in spreads],
         ]
         soo_ys = [y + height for y in ys]
         label = f"SOO, mean of {len(seeds)} seeds (95% t interval over seeds)"

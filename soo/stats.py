@@ -34,10 +34,20 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float] 
     return mean - half, mean + half
 
 
-def mean_sd(values: list[float]) -> dict[str, float | int | list | None]:
+def mean_sd(
+    values: list[float], bounds: tuple[float | None, float | None] = (None, None)
+) -> dict[str, float | int | list | None]:
     """Mean and sample standard deviation (ddof = 1, as the paper's +- over seeds), and the 95%
-    t interval of the mean over seeds ([low, high]; None for a single value: no spread known)."""
+    t interval of the mean over seeds ([low, high]; None for a single value: no spread known),
+    intersected with the metric's range `bounds` (a rate's mean lies in [0, 1], so the part of
+    the interval outside it holds no possible value; the coverage is unchanged)."""
     interval = t_interval(values)
+    if interval:
+        low, high = bounds
+        interval = (
+            interval[0] if low is None else max(low, interval[0]),
+            interval[1] if high is None else min(high, interval[1]),
+        )
     return {
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else None,

@@ -33,6 +33,22 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+RATE_SUFFIXES = ("_deception", "_accuracy", "/deceptive", "/unparseable", "unparseable_mean")
+RATE_KEYS = ("probe_test_auroc", "probe_recall_at_fpr")
+
+
+def metric_range(key: str) -> tuple[float | None, float | None]:
+    """The values a metric can take, for the interval over seeds (`mean_sd`): rates, accuracies
+    and AUROC in [0, 1], perplexity >= 1, KL and MSE >= 0; anything else unbounded."""
+    if key.endswith(RATE_SUFFIXES) or key in RATE_KEYS:
+        return 0.0, 1.0
+    if key == "capability_perplexity":
+        return 1.0, None
+    if key == "capability_kl_to_base" or key.startswith("latent_mse_"):
+        return 0.0, None
+    return None, None
+
+
 def summarize(
     base: dict[str, Any], seeds: dict[str, dict[str, Any]], targets: SummaryTargets
 ) -> dict[str, Any]:
@@ -42,7 +58,7 @@ def summarize(
     delta: dict[str, float | None] = {}
     for key, value in base_values.items():
         values = [s[key] for s in per_seed.values() if s.get(key) is not None]
-        soo[key] = mean_sd(values) if values else None
+        soo[key] = mean_sd(values, metric_range(key)) if values else None
         delta[key] = soo[key]["mean"] - value if soo[key] and value is not None else None
     return {
         "seeds": sorted(seeds),
@@ -109,11 +125,11 @@ def deception_plot(base: dict[str, Any], seeds: dict[str, dict[str, Any]]) -> li
             "base_high": values["deceptive"]["high"],
         }
         if soo:
-            spread = mean_sd([s["rate"] for s in soo])
+            spread = mean_sd([s["rate"] for s in soo], (0.0, 1.0))
             row.update(
                 soo=spread["mean"],
-                soo_low=max(0.0, spread["low"]) if spread["low"] is not None else soo[0]["low"],
-                soo_high=min(1.0, spread["high"]) if spread["high"] is not None else soo[0]["high"],
+                soo_low=spread["low"] if spread["low"] is not None else soo[0]["low"],
+                soo_high=spread["high"] if spread["high"] is not None else soo[0]["high"],
             )
         rows.append(row)
     return rows

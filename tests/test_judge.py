@@ -151,3 +151,30 @@ def test_mean_sd_uses_ddof_1():
     summary = mean_sd([0.1, 0.2, 0.3])
     assert summary["mean"] == pytest.approx(0.2) and summary["sd"] == pytest.approx(0.1)
     assert summary["ddof"] == 1 and mean_sd([0.5])["sd"] is None
+
+
+def test_mean_sd_interval_is_cut_to_the_metric_range():
+    # The clean-clone run's recall over seeds [0, 0, 1, 0, 0]: t interval [-0.355, 0.755].
+    recall = [0.0, 0.0, 1.0, 0.0, 0.0]
+    free = mean_sd(recall)
+    assert free["low"] == pytest.approx(-0.355, abs=1e-3)
+    cut = mean_sd(recall, (0.0, 1.0))
+    assert cut["low"] == 0.0 and cut["high"] == pytest.approx(free["high"])
+    assert mean_sd([0.99, 1.0, 0.95], (0.0, 1.0))["high"] == 1.0
+
+
+def test_metric_range_knows_rates_perplexity_and_kl():
+    from soo.summary import metric_range
+
+    for key in (
+        "burglar_deception",
+        "perspectives_accuracy",
+        "burglar/unparseable",
+        "unparseable_mean",
+        "probe_test_auroc",
+        "capability_retained_accuracy",
+    ):
+        assert metric_range(key) == (0.0, 1.0), key
+    assert metric_range("capability_perplexity") == (1.0, None)
+    assert metric_range("capability_kl_to_base") == (0.0, None)
+    assert metric_range("latent_mse_attention") == (0.0, None)

@@ -65,7 +65,7 @@ def test_report_has_every_figure_and_table(tmp_path):
     assert all(f"![{name}]({name}.png)" in markdown for name in figures)
     # mean ± SD [95% t interval over the 2 seeds: 0.25 +- 12.706 x 0.0707 / sqrt 2]
     assert (
-        "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 [-0.385, 0.885] |" in markdown
+        "| burglar_deception | 1.000 | 0.200 | 0.300 | 0.250 ± 0.071 [0.000, 0.885] |" in markdown
     )
     assert "Methods" not in page  # no paper row in this summary
 

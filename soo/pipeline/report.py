@@ -47,7 +47,8 @@ def _report(params, tracker) -> Path:
             else "Every method setting is the paper's. "
         )
         + "Numbers are on the test split; the registered seed and the promotion gates read the "
-        "dev split only. SOO rows: mean over seeds with the 95% t interval over seeds."
+        "dev split only. SOO rows: mean over seeds with the 95% t interval over seeds, cut to "
+        "the metric's range."
     )
     path = write(paths.reports(params), figures, tables, "SOO fine-tuning report", intro)
     tracker.log_artifacts(path.parent, "report")
