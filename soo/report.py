@@ -192,6 +192,7 @@ ROW_KEYS = (
     "capability_retained_accuracy",
     "probe_test_auroc",
     "probe_recall_at_fpr",
+    "probe_honest_flagged",
 )
 
 BASELINE_NAMES = {

@@ -27,6 +27,9 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     probe = metrics.get("probe") or {}
     out["probe_test_auroc"] = probe.get("test_auroc")
     out["probe_recall_at_fpr"] = probe.get("recall_at_fpr")
+    # beside the recall: honest completions over the same threshold (recall means little when
+    # the threshold, set on neutral text, flags every scenario text)
+    out["probe_honest_flagged"] = probe.get("test_honest_flagged")
     for family, values in metrics["families"].items():
         out[f"{family}/deceptive"] = values["deceptive"]["rate"]
         out[f"{family}/unparseable"] = values["unparseable"]["rate"]
@@ -34,7 +37,7 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 
 RATE_SUFFIXES = ("_deception", "_accuracy", "/deceptive", "/unparseable", "unparseable_mean")
-RATE_KEYS = ("probe_test_auroc", "probe_recall_at_fpr")
+RATE_KEYS = ("probe_test_auroc", "probe_recall_at_fpr", "probe_honest_flagged")
 
 
 def metric_range(key: str) -> tuple[float | None, float | None]:

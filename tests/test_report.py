@@ -75,7 +75,7 @@ def test_the_methods_table_puts_every_method_beside_the_base(tmp_path):
     a method of one model (the steering vector) shows its value, seeds their mean and spread."""
     base, seeds = eval_metrics(1.0), {"seed_0": eval_metrics(0.2), "seed_1": eval_metrics(0.3)}
     base["headline"]["honesty_prompt_deception"] = 0.6
-    base["probe"] = {"test_auroc": 0.97, "recall_at_fpr": 0.8}
+    base["probe"] = {"test_auroc": 0.97, "recall_at_fpr": 0.8, "test_honest_flagged": 0.05}
     paper = {"paper_seed_0": eval_metrics(0.9), "paper_seed_1": eval_metrics(0.7)}
     shuffled = {"shuffled_seed_0": eval_metrics(1.0), "shuffled_seed_1": eval_metrics(0.9)}
     summary = summarize(base, seeds, SummaryTargets())
@@ -107,6 +107,8 @@ def test_the_methods_table_puts_every_method_beside_the_base(tmp_path):
     assert rows[3][column].startswith("0.950 ± 0.071") and rows[4][column] == "0.450"
     probe = rows[0].index("probe_test_auroc")
     assert rows[1][probe] == "0.970" and rows[2][probe] == "n/a"
+    flagged = rows[0].index("probe_honest_flagged")  # beside the recall, to read it by
+    assert rows[1][flagged] == "0.050" and rows[1][flagged - 1] == "0.800"
     assert figures["methods"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
