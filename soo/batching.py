@@ -56,14 +56,25 @@ def collate_pairs(
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def continuation_ids(tokenizer: PreTrainedTokenizerBase, prefix: str, text: str, special: bool):
-    """Token ids of prefix + text, and where the continuation starts."""
-    full = tokenizer(prefix + text, add_special_tokens=special)["input_ids"]
-    head = tokenizer(prefix, add_special_tokens=special)["input_ids"]
-    common = 0
-    while common < min(len(full), len(head)) and full[common] == head[common]:
-        common += 1
-    return full, min(common, len(full) - 1)
+def continuation_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    prefixes: Sequence[str],
+    texts: Sequence[str],
+    special: bool,
+) -> list[tuple[list[int], int]]:
+    """For each prefix and text: the token ids of prefix + text, and where the continuation
+    starts. Tokenized in two batch calls (one call a string cost a tenth of an evaluation)."""
+    fulls = tokenizer(
+        [p + t for p, t in zip(prefixes, texts, strict=True)], add_special_tokens=special
+    )["input_ids"]
+    heads = tokenizer(list(prefixes), add_special_tokens=special)["input_ids"]
+    out = []
+    for full, head in zip(fulls, heads, strict=True):
+        common = 0
+        while common < min(len(full), len(head)) and full[common] == head[common]:
+            common += 1
+        out.append((full, min(common, len(full) - 1)))
+    return out
 
 
 def collate_answers(
@@ -75,7 +86,9 @@ def collate_answers(
     """The supervised baseline's batch: rows [0, B) are prompt + answer, `answer_mask` (B, T) is
     1 on the answer's tokens (what its loss trains on); then any neutral prompts, as in
     `collate_pairs`."""
-    split = [continuation_ids(tokenizer, p, a, add_special_tokens) for p, a in examples]
+    split = continuation_ids(
+        tokenizer, [p for p, _ in examples], [a for _, a in examples], add_special_tokens
+    )
     rows = [ids for ids, _ in split] + (encode(tokenizer, neutral) if neutral else [])
     ids, mask = pad_right(rows, tokenizer.pad_token_id)
     answer = torch.zeros((len(split), ids.shape[1]), dtype=torch.long)

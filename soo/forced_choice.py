@@ -20,10 +20,7 @@ def continuation_logprobs(
     batch_size: int = 64,
 ) -> list[float]:
     """log p(continuation | prefix), summed over the continuation's tokens, for each pair."""
-    rows = [
-        continuation_ids(tokenizer, p, c, add_special_tokens)
-        for p, c in zip(prefixes, continuations, strict=True)
-    ]
+    rows = continuation_ids(tokenizer, prefixes, continuations, add_special_tokens)
     out: list[float] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -55,10 +52,7 @@ def choice_logprobs(
     plain way."""
     pad = tokenizer.pad_token_id
     a, b = (
-        [
-            continuation_ids(tokenizer, p, c, add_special_tokens)
-            for p, c in zip(prefixes, answers, strict=True)
-        ]
+        continuation_ids(tokenizer, prefixes, answers, add_special_tokens)
         for answers in (firsts, seconds)
     )
     shared = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x[0][: x[1]] == y[0][: y[1]]]
