@@ -64,6 +64,8 @@ def continuation_ids(
 ) -> list[tuple[list[int], int]]:
     """For each prefix and text: the token ids of prefix + text, and where the continuation
     starts. Tokenized in two batch calls (one call a string cost a tenth of an evaluation)."""
+    if not prefixes:
+        return []
     fulls = tokenizer(
         [p + t for p, t in zip(prefixes, texts, strict=True)], add_special_tokens=special
     )["input_ids"]

@@ -168,9 +168,10 @@ def test_summary_means_sds_deltas_and_targets():
         "held-out capability accuracy drop (base - SOO)": True,  # 0.015
         "SOO unparseable (mean over seeds)": True,
     }
-    # The interval over seeds: mean 0.15, SD 0.0707, t(0.975, df 1) = 12.706 -> +- 0.635.
+    # The interval over seeds: mean 0.15, SD 0.0707, t(0.975, df 1) = 12.706 -> +- 0.635, its
+    # lower end (-0.485) cut to the rate's range.
     spread = summary["soo"]["burglar_deception"]
-    assert spread["low"] == pytest.approx(0.15 - 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
+    assert spread["low"] == 0.0
     assert spread["high"] == pytest.approx(0.15 + 12.7062 * 0.0707107 / 2**0.5, abs=1e-3)
     worse = summarize(base, {"seed_0": eval_file(0.5, 0.5, 0.5)}, SummaryTargets())
     assert [row["met"] for row in worse["targets"]] == [True, False, False, False, False, True]

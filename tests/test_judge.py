@@ -172,9 +172,12 @@ def test_metric_range_knows_rates_perplexity_and_kl():
         "burglar/unparseable",
         "unparseable_mean",
         "probe_test_auroc",
+        "probe_recall_at_fpr",
+        "probe_honest_flagged",
         "capability_retained_accuracy",
     ):
         assert metric_range(key) == (0.0, 1.0), key
     assert metric_range("capability_perplexity") == (1.0, None)
     assert metric_range("capability_kl_to_base") == (0.0, None)
     assert metric_range("latent_mse_attention") == (0.0, None)
+    assert metric_range("pairs_per_second") == (None, None)  # not a known metric: left alone
