@@ -63,15 +63,18 @@ def continuation_ids(
     special: bool,
 ) -> list[tuple[list[int], int]]:
     """For each prefix and text: the token ids of prefix + text, and where the continuation
-    starts. Tokenized in two batch calls (one call a string cost a tenth of an evaluation)."""
+    starts. Two batch calls, each distinct prefix tokenized once (forced choice passes every
+    prompt twice, once a room)."""
     if not prefixes:
         return []
     fulls = tokenizer(
         [p + t for p, t in zip(prefixes, texts, strict=True)], add_special_tokens=special
     )["input_ids"]
-    heads = tokenizer(list(prefixes), add_special_tokens=special)["input_ids"]
+    unique = list(dict.fromkeys(prefixes))
+    heads = tokenizer(unique, add_special_tokens=special)["input_ids"]
+    by_prefix = dict(zip(unique, heads, strict=True))
     out = []
-    for full, head in zip(fulls, heads, strict=True):
+    for full, head in zip(fulls, (by_prefix[p] for p in prefixes), strict=True):
         common = 0
         while common < min(len(full), len(head)) and full[common] == head[common]:
             common += 1

@@ -51,10 +51,10 @@ def choice_logprobs(
     tokens differ between its two continuations (a merge across the boundary) is scored the
     plain way."""
     pad = tokenizer.pad_token_id
-    a, b = (
-        continuation_ids(tokenizer, prefixes, answers, add_special_tokens)
-        for answers in (firsts, seconds)
+    both = continuation_ids(
+        tokenizer, [*prefixes, *prefixes], [*firsts, *seconds], add_special_tokens
     )
+    a, b = both[: len(prefixes)], both[len(prefixes) :]
     shared = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x[0][: x[1]] == y[0][: y[1]]]
     scores: dict[tuple[int, int], float] = {}
     for start in range(0, len(shared), batch_size):

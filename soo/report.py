@@ -251,8 +251,9 @@ def methods_figure(summary: dict) -> bytes:
             else:
                 mean = low = high = value
             means.append(mean)
-            lows.append(max(0.0, mean - max(0.0, low)))
-            highs.append(max(0.0, min(1.0, high) - mean))
+            # the summary's intervals are already cut to [0, 1]; max() keeps rounding off zero
+            lows.append(max(0.0, mean - low))
+            highs.append(max(0.0, high - mean))
             ys.append(i + k * height)
         ax.barh(ys, means, height=height, xerr=[lows, highs], capsize=2, label=key)
     ax.set_yticks([i + height for i in range(len(rows))], [name for name, _ in rows])
