@@ -1,4 +1,4 @@
-"""SOO fine-tuning with Ray Train: the per-worker loop and the driver that runs it.
+"""SOO fine-tuning: the per-worker loop that Ray Train runs (the driver is soo.ray_train).
 
 Each worker loads the base model, wraps it with LoRA (peft), and trains on its share of every
 global batch (`DistributedSampler`: with W workers rank r takes every W-th pair of the same
@@ -12,16 +12,12 @@ and they resume from the latest checkpoint, as does a rerun of the same run afte
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,70 +25,23 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
-from soo import ray_head
 from soo.batching import collate_answers, collate_legacy, collate_pairs, mismatch_pairs
 from soo.checkpointing import load_checkpoint, save_checkpoint
 from soo.config import TrainParams
-from soo.data import PairRecord, ScenarioRecord, TextRecord, atomic_folder, read_jsonl
-from soo.errors import DataError, SooError, TrainError
+from soo.data import PairRecord, ScenarioRecord, TextRecord, read_jsonl
+from soo.errors import DataError, TrainError
 from soo.evaluate import answer_prompts
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.progress import Every
-from soo.tracking import NullTracker, TrackerSpec, attach_tracker
+from soo.tracking import NullTracker, attach_tracker
+from soo.train_job import TrainJob
 
 log = logging.getLogger(__name__)
 
-# Fault drills (tests, and `SOO_FAULT_KILL_AFTER_EPOCH` + `SOO_FAULT_MARKER` in the stage's
-# environment): rank 0 kills itself (SIGKILL) once, after the checkpoint of that epoch, and leaves
-# the marker file so the restarted worker carries on.
-FAULT_ENV = "SOO_FAULT_KILL_AFTER_EPOCH"
-FAULT_MARKER_ENV = "SOO_FAULT_MARKER"
 
-
-@dataclass(frozen=True)
-class TrainJob:
-    """Everything a worker needs, as plain data (paths absolute: workers run elsewhere)."""
-
-    model: dict[str, Any]
-    train: TrainParams  # validated once, where the params are loaded
-    pairs_path: str
-    seed: int
-    neutral: list[str] = field(default_factory=list)
-    tracker: TrackerSpec = field(default_factory=lambda: TrackerSpec("none"))
-    fault: tuple[int, str] | None = None  # (epoch, marker file): a fault drill, see FAULT_ENV
-    run_dir: str | None = None  # set by run_training: where Ray keeps this run
-
-    def fingerprint(self) -> str:
-        """Identifies the computation: a rerun resumes only a run with the same fingerprint."""
-        ignore = {
-            "num_workers",
-            "use_gpu",
-            "cpus_per_worker",
-            "ray_address",
-            "ray_keep_alive",
-            "storage_path",
-            "log_seconds",
-            "max_failures",
-            "output_dir",
-            "metrics_dir",
-            "seeds",
-        }
-        train = {k: v for k, v in self.train.model_dump().items() if k not in ignore}
-        digest = hashlib.sha256(Path(self.pairs_path).read_bytes())
-        blob = json.dumps([self.model, train, self.seed, self.neutral], sort_keys=True)
-        digest.update(blob.encode())
-        return digest.hexdigest()[:12]
-
-
-@dataclass
-class TrainResult:
-    adapter_dir: Path
-    summary: dict[str, Any]
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """The Ray Train worker: runs on every worker process."""
-    worker_start = time.time()  # wall clock: the stage compares it with its own marks
+def worker_loop(config: dict[str, Any], worker_start: float) -> None:
+    """The Ray Train worker loop, on every worker process (entered through
+    `soo.ray_train.train_loop_per_worker`); `worker_start` is the wall clock when it began."""
     import ray.train
     import ray.train.torch
 
@@ -370,173 +319,6 @@ def _loads_or_none(text: str):
         return json.loads(text)
     except json.JSONDecodeError:
         return None
-
-
-def fault_from_env() -> tuple[int, str] | None:
-    """A fault drill requested through the environment, if any."""
-    epoch, marker = os.environ.get(FAULT_ENV), os.environ.get(FAULT_MARKER_ENV)
-    if not epoch:
-        return None
-    if not marker:
-        raise TrainError(f"{FAULT_ENV} is set: also set {FAULT_MARKER_ENV} to a file path")
-    return int(epoch), str(Path(marker).resolve())
-
-
-def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
-    """Run `job` on Ray Train and return the final adapter folder (inside the Ray run)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    train = job.train
-    name = f"soo-seed{job.seed}-{job.fingerprint()}"
-    job = replace(job, run_dir=str(Path(storage_path) / name))
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": job},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=train.num_workers,
-            use_gpu=train.use_gpu,
-            resources_per_worker=_resources(train),
-        ),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(storage_path),
-            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    try:
-        with _ray_session(train) as how:
-            log.info("seed %d: Ray %s", job.seed, how)
-            result = trainer.fit()
-    except SooError:
-        raise
-    except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
-        raise TrainError(
-            f"training seed {job.seed} failed: {_root_cause(err)}; the latest checkpoint is kept "
-            f"in {storage_path / name} and a rerun with the same params resumes from it"
-        ) from None
-    if result.checkpoint is None:
-        raise TrainError(f"training seed {job.seed} finished without a checkpoint")
-    folder = Path(result.checkpoint.path)
-    meta = json.loads((folder / "trainer_state.json").read_text())
-    return TrainResult(
-        folder,
-        {**meta["progress"]["summary"], "run_name": name, "curve": meta["progress"]["curve"]},
-    )
-
-
-def _resources(train: TrainParams) -> dict[str, float]:
-    return {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
-
-
-# Environment variables a stage's training workers must see as the stage does.
-PROPAGATED_ENV = ("HF_", "MLFLOW_", "SOO_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_", "OMP_", "MKL_")
-
-
-# Ray Train's PlacementGroupCleaner asks Ray's state API every second whether the run's controller
-# is alive. A local Ray here has no dashboard, so no state API: it then logs a warning each
-# second of training ("Failed to query Ray Train Controller actor state"), hundreds of lines a
-# stage. Its one job, removing the placement group of a controller that died, is moot on a Ray
-# that ends with the stage or the keeper. A cluster (with its dashboard) keeps the warning.
-QUIET_HOOK = "soo.train.quiet_local_ray_worker"
-QUIETED_LOGGERS = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
-
-
-def quiet_local_ray_worker() -> None:
-    """Ray worker process setup hook on a local Ray: silence QUIETED_LOGGERS below errors."""
-    for name in QUIETED_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def _ray_session(train: TrainParams):
-    """Connected to Ray for the body: the cluster at ray_address / RAY_ADDRESS; else the shared
-    local Ray (soo.ray_head) when train.ray_keep_alive > 0; else a local Ray of this process.
-    Yields how: "joined", "shared (started)", "shared" or "private"."""
-    import ray
-
-    if ray.is_initialized():  # a caller (a sweep, a test) already holds a session
-        yield "existing"
-        return
-    address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
-    shared = not address and train.ray_keep_alive > 0
-    if address:
-        check_ray_address(address, "train.ray_address" if train.ray_address else "RAY_ADDRESS")
-        how, extra = "joined", {}
-    elif shared:
-        address, started = ray_head.acquire(train.ray_keep_alive)
-        how = "shared (started)" if started else "shared"
-        # The shared Ray's workers inherit the environment of the stage that started it: this
-        # stage's own settings travel with its job.
-        env = {k: v for k, v in os.environ.items() if k.startswith(PROPAGATED_ENV)}
-        extra = {"runtime_env": {"env_vars": env, "worker_process_setup_hook": QUIET_HOOK}}
-    else:
-        how = "private"
-        extra = {
-            "_node_ip_address": "127.0.0.1",  # a local Ray binds loopback
-            "runtime_env": {"worker_process_setup_hook": QUIET_HOOK},
-        }
-    try:
-        ray.init(
-            # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
-            address=address or "local",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-            configure_logging=True,
-            **extra,
-        )
-        yield how
-    finally:
-        ray.shutdown()  # a driver of a running cluster only disconnects
-        if shared:
-            ray_head.release()
-
-
-def check_ray_address(address: str, key: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, naming the setting, when nothing listens at a cluster address (Ray itself
-    retries its GCS connection for minutes)."""
-    if address in ("auto", "local"):
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise TrainError(
-            f"{key}: {address!r} is not a Ray address; use host:port (e.g. 10.0.0.5:6379), "
-            "ray://host:10001, or null for a local Ray"
-        )
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise TrainError(
-            f"{key}: no Ray cluster answers at {address} ({err.strerror or err}); start one "
-            "with `ray start --head` or fix the address (null starts a local Ray)"
-        ) from None
-
-
-def _root_cause(err: BaseException) -> str:
-    text = str(err).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in reversed(lines):  # the worker's own exception is usually last
-        if "Error" in line or "error" in line:
-            return line[:300]
-    return (lines[-1] if lines else type(err).__name__)[:300]
-
-
-def export_adapter(result: TrainResult, output_dir: Path) -> Path:
-    """Copy the final peft adapter into `output_dir` atomically (a failure keeps the old one)."""
-    with atomic_folder(output_dir) as staging:
-        for name in ("adapter_model.safetensors", "README.md"):
-            source = result.adapter_dir / name
-            if source.exists():
-                shutil.copy2(source, staging / name)
-        # peft writes target_modules from a set, in an order that changes between processes:
-        # sort it so the same training gives the same bytes (and the same DVC hash).
-        config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
-        if isinstance(config.get("target_modules"), list):
-            config["target_modules"] = sorted(config["target_modules"])
-        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    return output_dir
 
 
 def training_pairs(job: TrainJob, tokenizer) -> list[PairRecord] | list[tuple[str, str]]:

@@ -52,8 +52,8 @@ def test_a_pair_with_no_partner_of_its_length_is_one_clear_error(tmp_path):
 
 def test_training_reads_shuffled_pairs_only_in_the_shuffled_setting(tmp_path):
     from soo.config import Params, setting_params
-    from soo.train import TrainJob
     from soo.train import training_pairs as job_pairs
+    from soo.train_job import TrainJob
 
     model_dir, pairs_path = tiny_setup(tmp_path, n_pairs=16)
     _, tokenizer = load_model(str(model_dir), device="cpu")

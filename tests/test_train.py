@@ -14,7 +14,8 @@ from soo.data import PairRecord, write_jsonl
 from soo.errors import SooError
 from soo.models import ModelError, load_model
 from soo.objective import SooForward, add_lora, batch_loss
-from soo.train import TrainError, TrainJob, preflight
+from soo.train import TrainError, preflight
+from soo.train_job import TrainJob
 from tests.tiny import tiny_llama, tiny_setup, training_pairs
 
 PARAMS = TrainParams(lora={"dropout": 0.0})

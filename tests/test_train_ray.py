@@ -14,7 +14,8 @@ import yaml
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from soo.train import TrainJob, run_training
+from soo.ray_train import run_training
+from soo.train_job import TrainJob
 from tests.conftest import ROOT
 from tests.tiny import tiny_setup
 

@@ -34,10 +34,11 @@ from soo.errors import SooError
 from soo.evaluate import forced_choice
 from soo.models import load_model
 from soo.pipeline.train import make_job
+from soo.ray_train import export_adapter, run_training
 from soo.scenarios import read_split, to_self, train_split
 from soo.stats import rate
 from soo.tracking import stage_run
-from soo.train import export_adapter, preflight, run_training
+from soo.train import preflight
 
 log = logging.getLogger("soo.pipeline.deceiver")
 

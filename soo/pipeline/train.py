@@ -13,15 +13,10 @@ from soo import paths
 from soo.config import Params, load_params, setting_params
 from soo.data import write_text_atomic
 from soo.errors import DataError
+from soo.ray_train import export_adapter, run_training
 from soo.tracking import stage_run
-from soo.train import (
-    TrainJob,
-    capability_texts,
-    export_adapter,
-    fault_from_env,
-    preflight,
-    run_training,
-)
+from soo.train import capability_texts, preflight
+from soo.train_job import TrainJob, fault_from_env
 
 log = logging.getLogger("soo.pipeline.train")
 
