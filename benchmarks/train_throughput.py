@@ -21,7 +21,7 @@ weights.
     python benchmarks/train_throughput.py                      # the organism on CPU
     python benchmarks/train_throughput.py --mistral-7b-shape   # random Mistral-7B on a GPU
 
-`dvc repro benchmarks/dvc.yaml` runs the CPU one and writes metrics/benchmarks/train.json, which
+`dvc repro benchmarks/dvc.yaml` runs the CPU one and writes benchmarks/results/train.json, which
 `dvc metrics show` prints.
 """
 

