@@ -26,8 +26,10 @@ def test_no_pickle_in_the_code():
 
 def test_servers_and_remote_code_are_off_or_local_by_default():
     assert ModelParams().trust_remote_code is False
-    train = (ROOT / "soo" / "train.py").read_text()
-    assert '"_node_ip_address": "127.0.0.1"' in train and "include_dashboard=False" in train
+    driver = (ROOT / "soo" / "ray_train.py").read_text()  # the local Ray a stage starts
+    assert '"_node_ip_address": "127.0.0.1"' in driver and "include_dashboard=False" in driver
+    keeper = (ROOT / "soo" / "ray_head.py").read_text()  # the shared local Ray
+    assert '_node_ip_address="127.0.0.1"' in keeper and "include_dashboard=False" in keeper
     from prefect.settings import get_current_settings
 
     assert get_current_settings().server.api.host == "127.0.0.1"  # the ephemeral server
