@@ -26,10 +26,10 @@ def test_no_pickle_in_the_code():
 
 def test_servers_and_remote_code_are_off_or_local_by_default():
     assert ModelParams().trust_remote_code is False
-    driver = (ROOT / "soo" / "ray_train.py").read_text()  # the local Ray a stage starts
-    assert '"_node_ip_address": "127.0.0.1"' in driver and "include_dashboard=False" in driver
-    keeper = (ROOT / "soo" / "ray_head.py").read_text()  # the shared local Ray
-    assert '_node_ip_address="127.0.0.1"' in keeper and "include_dashboard=False" in keeper
+    # No dashboard on a Ray a stage starts (its own, or the shared keeper's). Their GCS and raylet
+    # still listen on all interfaces in Ray 2.60, whatever node address is given: docs/guide.md.
+    for module in ("ray_train.py", "ray_head.py"):
+        assert "include_dashboard=False" in (ROOT / "soo" / module).read_text()
     from prefect.settings import get_current_settings
 
     assert get_current_settings().server.api.host == "127.0.0.1"  # the ephemeral server
