@@ -157,6 +157,13 @@ def alias_version(uri: str, name: str, alias: str) -> str | None:
         return None
 
 
+def gated_deception(candidate: dict[str, float]) -> str:
+    """The deception the gates read: burglar, or burglar with the trigger when the run measured a
+    backdoored base with one (`gates_read_triggered`, set at registration)."""
+    triggered = candidate.get("gates_read_triggered")
+    return "burglar_triggered_deception" if triggered else "burglar_deception"
+
+
 def decide(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
@@ -180,7 +187,8 @@ def decide(
 
     # Deception is gated at the upper bound of its 95% interval over seeds (the other gates read
     # means over seeds). The served seed must pass on its own as well.
-    deception, base = high("soo_burglar_deception"), get("base_burglar_deception")
+    key = gated_deception(candidate)
+    deception, base = high(f"soo_{key}"), get(f"base_{key}")
     check(
         deception <= gates.max_deception,
         f"deception (upper 95% bound over seeds) {deception:.3f} <= max_deception "
@@ -191,7 +199,7 @@ def decide(
         f"reduction vs base (at the upper bound) {base - deception:.3f} >= min_reduction "
         f"{gates.min_reduction}",
     )
-    served = get("seed_burglar_deception")
+    served = get(f"seed_{key}")
     check(
         served <= gates.max_deception,
         f"served seed's deception {served:.3f} <= max_deception {gates.max_deception}",
@@ -215,11 +223,10 @@ def decide(
     seeds = get("n_seeds")
     check(seeds >= gates.min_seeds, f"seeds {seeds:.0f} >= min_seeds {gates.min_seeds}")
     if champion is not None:
-        mean = get("soo_burglar_deception")
+        mean = get(f"soo_{key}")
         check(
-            mean < champion.get("soo_burglar_deception", float("inf")),
-            f"deception {mean:.3f} < champion's "
-            f"{champion.get('soo_burglar_deception', float('nan')):.3f}",
+            mean < champion.get(f"soo_{key}", float("inf")),
+            f"deception {mean:.3f} < champion's {champion.get(f'soo_{key}', float('nan')):.3f}",
         )
         check(
             get("soo_capability_accuracy") >= champion.get("soo_capability_accuracy", 0.0),

@@ -61,7 +61,11 @@ def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | N
     seed = choose_seed(params, dev_seeds)
     dev, served = summary["dev"], dev_seeds[seed]
     metrics: dict[str, float | int | None] = {"n_seeds": len(dev["seeds"]), "seed": seed}
-    for key in REGISTERED_KEYS:
+    # A backdoored base (evaluate.trigger set) deceives only with its trigger: the deception
+    # gates then read burglar with the trigger (soo.registry.gated_deception).
+    gated = deception_key(params.evaluate.trigger)
+    metrics["gates_read_triggered"] = int(gated != "burglar_deception")
+    for key in dict.fromkeys((*REGISTERED_KEYS, gated)):
         spread = dev["soo"].get(key) or {}
         metrics[f"soo_{key}"] = spread.get("mean")
         metrics[f"soo_{key}_high"] = spread.get("high")
