@@ -184,7 +184,6 @@ def keep(folder: Path, idle_seconds: float) -> None:
 
     ray.init(
         address="local",  # a new Ray, never one found in /tmp/ray (a `ray start` left behind)
-        _node_ip_address="127.0.0.1",  # no bind: Ray listens on all interfaces (guide)
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=False,

@@ -152,7 +152,6 @@ def _ray_session(train: TrainParams):
     else:
         how = "private"
         extra = {
-            "_node_ip_address": "127.0.0.1",  # no bind: Ray listens on all interfaces (guide)
             "runtime_env": {"env_vars": local_train_env(), "worker_process_setup_hook": QUIET_HOOK},
         }
     try:
