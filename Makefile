@@ -5,8 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Local and quiet: no telemetry, no auth tokens, no hub downloads.
-export RAY_AUTH_MODE := disabled
+# Local and quiet: no telemetry, no hub downloads; Ray only for holders of the user's token.
+export RAY_AUTH_MODE ?= token
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -53,6 +54,41 @@ def _locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # "token" (the project's default, soo.runtime) or "disabled"
+
+
+def token_path() -> Path:
+    """Where Ray reads its token when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def ensure_auth_token() -> Path | None:
+    """Before a local Ray starts with token authentication, make sure a token exists: one token a
+    user, written once with permissions 0600. Ray would write it itself, but two stages starting
+    their Rays at the same moment on a new machine would then each write one, and the first Ray's
+    later processes would read the second's. Returns the file made or found (None when the token
+    comes from the environment or authentication is off)."""
+    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    path = token_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".auth_token.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+    try:
+        os.link(tmp, path)  # never replaces a token another process wrote first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path
 
 
 def _started(pid: int) -> str | None:
@@ -182,6 +218,7 @@ def keep(folder: Path, idle_seconds: float) -> None:
     """The keeper: start Ray, publish its address, stop it once idle (or on SIGTERM/SIGINT)."""
     import ray
 
+    ensure_auth_token()
     ray.init(
         address="local",  # a new Ray, never one found in /tmp/ray (a `ray start` left behind)
         include_dashboard=False,

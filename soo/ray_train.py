@@ -139,7 +139,9 @@ def _ray_session(train: TrainParams):
     address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
     shared = not address and train.ray_keep_alive > 0
     if address:
-        check_ray_address(address, "train.ray_address" if train.ray_address else "RAY_ADDRESS")
+        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
+        check_ray_address(address, key)
+        check_ray_token(address, key)
         how, extra = "joined", {}
     elif shared:
         address, started = ray_head.acquire(train.ray_keep_alive)
@@ -151,6 +153,7 @@ def _ray_session(train: TrainParams):
         extra = {"runtime_env": {"env_vars": env, "worker_process_setup_hook": QUIET_HOOK}}
     else:
         how = "private"
+        ray_head.ensure_auth_token()
         extra = {
             "runtime_env": {"env_vars": local_train_env(), "worker_process_setup_hook": QUIET_HOOK},
         }
@@ -189,6 +192,20 @@ def check_ray_address(address: str, key: str, timeout: float = 3.0) -> None:
             f"{key}: no Ray cluster answers at {address} ({err.strerror or err}); start one "
             "with `ray start --head` or fix the address (null starts a local Ray)"
         ) from None
+
+
+def check_ray_token(address: str, key: str) -> None:
+    """With token authentication on, joining a cluster needs its token here (Ray's own error comes
+    after its connection retries)."""
+    if os.environ.get(ray_head.AUTH_MODE_ENV, "").lower() != "token" or address == "local":
+        return
+    sources = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not sources and not ray_head.token_path().exists():
+        raise TrainError(
+            f"{key}: the Ray cluster at {address} needs its token and this machine has none; "
+            f"copy the head node's {ray_head.token_path()} here or set RAY_AUTH_TOKEN "
+            "(RAY_AUTH_MODE=disabled joins a cluster started without authentication)"
+        )
 
 
 def _root_cause(err: BaseException) -> str:

@@ -14,7 +14,9 @@ from soo.errors import SooError
 
 # Keep Ray, Prefect, MLflow, DVC and the HF hub local and quiet unless the user set otherwise.
 QUIET_ENV = {
-    "RAY_AUTH_MODE": "disabled",
+    # A local Ray's processes listen on every interface (Ray 2.60 cannot bind them to
+    # 127.0.0.1): with a token, only processes that hold it can reach them (soo.ray_head).
+    "RAY_AUTH_MODE": "token",
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -377,16 +378,25 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "setup", "command", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_fails_cleanly(project, tmp_path, name, setup, command, message):
-    import re
-
     root = tmp_path / "p"
     shutil.copytree(project, root)
     if isinstance(setup, dict):
         set_params(root, setup)
     elif setup is not None:
         setup(root)
+    line = fails_cleanly(root, command, message)
+    if os.environ.get("SOO_MATRIX_LOG"):  # collect what each case printed, for the docs
+        with open(os.environ["SOO_MATRIX_LOG"], "a") as handle:
+            handle.write(json.dumps({"case": name, "exit": 2, "line": line}))
+            handle.write("\n")
+
+
+def fails_cleanly(root: Path, command: list[str], message: str, env: dict | None = None) -> str:
+    """Run the entry point; exit 2, one last line matching `message`, nothing written."""
+    import re
+
     before = snapshot(root)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     done = subprocess.run(
         [sys.executable, *command], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
@@ -395,10 +405,27 @@ def test_bad_input_fails_cleanly(project, tmp_path, name, setup, command, messag
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert re.search(message, lines[-1]), lines[-1]
     assert snapshot(root) == before  # nothing written, nothing earlier destroyed
-    if os.environ.get("SOO_MATRIX_LOG"):  # collect what each case printed, for the docs
-        with open(os.environ["SOO_MATRIX_LOG"], "a") as handle:
-            handle.write(json.dumps({"case": name, "exit": done.returncode, "line": lines[-1]}))
-            handle.write("\n")
+    return lines[-1]
+
+
+def test_joining_a_cluster_without_its_token_fails_in_one_line(project, tmp_path):
+    """A machine without the cluster's token (a new HOME) stops before Ray's 20 s of retries."""
+    root = tmp_path / "p"
+    shutil.copytree(project, root)
+    with socket.socket() as head:  # something answers at the address, as a head would
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        port = head.getsockname()[1]
+        env = {"HOME": str(tmp_path / "home"), "RAY_AUTH_MODE": "token"}
+        env |= {"RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": ""}
+        fails_cleanly(
+            root,
+            TRAIN,
+            rf"RAY_ADDRESS: the Ray cluster at 127\.0\.0\.1:{port} needs its token and this "
+            r"machine has none; copy the head node's .*/home/\.ray/auth_token here or set "
+            r"RAY_AUTH_TOKEN",
+            env,
+        )
 
 
 def test_the_matrix_is_large_enough():

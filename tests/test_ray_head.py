@@ -122,3 +122,41 @@ def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, wri
     os.kill(keeper, signal.SIGTERM)  # the keeper stops its Ray on SIGTERM
     assert _wait(lambda: not ray_head._alive(keeper), 30)
     assert not (folder / "head.json").exists()
+
+
+def test_the_token_is_made_once_private_and_never_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    path = ray_head.ensure_auth_token()
+    assert path == tmp_path / ".ray" / "auth_token"
+    token = path.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ray_head.ensure_auth_token() == path and path.read_text() == token  # kept
+    # Processes racing on a new machine end with one whole token and no staging file.
+    path.unlink()
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", "from soo import ray_head; ray_head.ensure_auth_token()"],
+            env={**os.environ},
+        )
+        for _ in range(4)
+    ]
+    assert all(proc.wait(60) == 0 for proc in racers)
+    assert re.fullmatch(r"[0-9a-f]{64}", path.read_text())
+    assert list(path.parent.iterdir()) == [path]  # no staging file left behind
+    # The token comes from the environment, or authentication is off: nothing is written.
+    path.unlink()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
+    assert ray_head.ensure_auth_token() is None and not path.exists()
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert ray_head.ensure_auth_token() is None and not path.exists()
+
+
+def test_every_entry_point_asks_ray_for_token_authentication():
+    from soo.runtime import QUIET_ENV
+
+    assert QUIET_ENV["RAY_AUTH_MODE"] == "token"
