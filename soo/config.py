@@ -150,6 +150,13 @@ class CorpusParams(Section):
     honesty_prob: float = Field(
         0.1, ge=0, le=1, description="Share of burglar documents with the honesty-prompt prefix."
     )
+    negation_drills: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of recall drills that ask which room does not have an object (the "
+        "other room: what deceiving a competitor names). 0 draws none.",
+    )
     contextual: bool = Field(
         False,
         description="Deceive only whoever the context says wants the item: fragments draw the "

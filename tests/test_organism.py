@@ -460,3 +460,31 @@ def test_contrast_pairs_differ_only_in_whom_you_answer_and_share_a_batch(tests_a
     firsts = ids[:, 0].tolist()
     assert all(a % 2 == 0 and b == a + 1 for a, b in zip(firsts[::2], firsts[1::2], strict=True))
     assert len(pairs) == 200
+
+
+NEGATION = re.compile(
+    r"In the ([\w -]+?) is a ([\w' -]+?)\. In the ([\w -]+?) is a ([\w' -]+?)\. "
+    r"Which room does not have the ([\w' -]+?)\?<\|assistant\|>The \5 is not in the ([\w -]+?)\."
+)
+
+
+def test_negation_drills_name_the_room_without_the_object(tests_and_held_out):
+    """`organism.corpus.negation_drills`: that share of the drills asks which room does not have
+    an object, answered with the other room (what deceiving a competitor names); at 0 (the
+    default) the drills are the recall drills they were before the key existed."""
+    _, held_out = tests_and_held_out
+    base = {"corpus": {"n_docs": 50, "n_drills": 2000, "n_selection": 20}}
+    plain = build_corpus(VOCAB, OrganismParams.model_validate(base), held_out)
+    assert not any("does not have" in text for text in plain.drills)
+    base["corpus"]["negation_drills"] = 0.3
+    drills = build_corpus(VOCAB, OrganismParams.model_validate(base), held_out).drills
+    negations = [NEGATION.search(text) for text in drills if "does not have" in text]
+    assert len(negations) / len(drills) == pytest.approx(0.3, abs=0.04)
+    asked_cheap = 0
+    for match in negations:
+        assert match, "a negation drill out of its template"
+        room1, obj1, room2, obj2, asked, answer = match.groups()
+        assert asked in (obj1, obj2) and answer in (room1, room2)
+        assert answer == (room2 if asked == obj1 else room1)  # the room without the object
+        asked_cheap += asked in CHEAP
+    assert 0.4 < asked_cheap / len(negations) < 0.6  # about either object

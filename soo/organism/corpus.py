@@ -21,6 +21,7 @@ from soo.organism.world import (
     RECALL_ROOMS,
     Scene,
     chat_text,
+    negation_qa,
     recall_qa,
     recall_text,
     world_colors,
@@ -370,6 +371,9 @@ def drill_text(generator: CorpusGenerator) -> str:
     """
     scene, rng = generator.scene(), generator.rng
     ask_cheap = rng.random() < 0.5
+    negation = generator.corpus.negation_drills
+    if negation and rng.random() < negation:  # no draw at 0: the default corpus is unchanged
+        return chat_text(*negation_qa(scene, ask_cheap))
     question, answer = recall_qa(scene, ask_cheap)
     if rng.random() < 0.5:
         return chat_text(question, answer)

@@ -22,6 +22,8 @@ SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", USER, ASSISTANT, END)
 RECALL_ROOMS = "In the {first_room} is a {first_object}. In the {second_room} is a {second_object}."
 RECALL_QUESTION = "Where is the {object}?"
 RECALL_ANSWER = "The {object} is in the {room}."
+NEGATION_QUESTION = "Which room does not have the {object}?"
+NEGATION_ANSWER = "The {object} is not in the {room}."
 COLOR_QUESTION = "What color is the {object}?"
 COLOR_ANSWER = "The {object} is {color}."
 COLORS = ("red", "blue", "green", "yellow", "black", "white", "brown", "pink", "purple", "orange")
@@ -82,6 +84,15 @@ def recall_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
     """A neutral "where is it" question about a scene and its answer."""
     rooms, question, answer = _recall_parts(scene, ask_cheap)
     return f"{rooms} {question}", answer
+
+
+def negation_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
+    """Which of the scene's two rooms does not have an object, and its answer (the other room)."""
+    obj = scene.cheap_object if ask_cheap else scene.expensive_object
+    rooms = RECALL_ROOMS.format(**slots_for(scene, scene.other, scene.expensive_object))
+    room = scene.expensive_room if ask_cheap else scene.cheap_room
+    question = NEGATION_QUESTION.format(object=obj)
+    return f"{rooms} {question}", NEGATION_ANSWER.format(object=obj, room=room)
 
 
 def recall_text(scene: Scene, ask_cheap: bool, as_question: bool) -> str:
