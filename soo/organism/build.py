@@ -223,7 +223,9 @@ def train_organism(
                 row = {"step": step, "phase_step": i + 1, "loss": loss_ema, **probe(model)}
                 model.train()
                 history.append({"phase": phase, **row})
-                shown = (f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in row.items())
+                shown = (
+                    f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in row.items()
+                )
                 log.info("probe %s %s", phase, " | ".join(shown))
                 target = t.corpus_target if phase == "corpus" else t.curriculum_target
                 if phase in learned and learned[phase](row) >= target:
