@@ -59,35 +59,59 @@ def _locked(folder: Path) -> Iterator[None]:
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # "token" (the project's default, soo.runtime) or "disabled"
 
 
+def auth_mode() -> str:
+    """Ray's authentication mode for this process: token unless RAY_AUTH_MODE says otherwise (a
+    new local Ray of Ray 2.60 also turns tokens on when the variable is unset)."""
+    return (os.environ.get(AUTH_MODE_ENV) or "token").strip().lower()
+
+
 def token_path() -> Path:
     """Where Ray reads its token when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
     return Path.home() / ".ray" / "auth_token"
 
 
-def ensure_auth_token() -> Path | None:
-    """Before a local Ray starts with token authentication, make sure a token exists: one token a
-    user, written once with permissions 0600. Ray would write it itself, but two stages starting
-    their Rays at the same moment on a new machine would then each write one, and the first Ray's
-    later processes would read the second's. Returns the file made or found (None when the token
-    comes from the environment or authentication is off)."""
-    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
-        return None
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return None
-    path = token_path()
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".auth_token.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+def token_source() -> str | None:
+    """Where Ray will read the token from, as Ray looks (RAY_AUTH_TOKEN, stripped; else the file
+    at RAY_AUTH_TOKEN_PATH, with no fall-back; else ~/.ray/auth_token), or None when none holds
+    one."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(named).expanduser() if named else token_path()
     try:
-        os.link(tmp, path)  # never replaces a token another process wrote first
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+        return str(path) if path.read_text().strip() else None
+    except OSError:
+        return None
+
+
+def ensure_auth_token() -> Path | None:
+    """Before a local Ray starts with token authentication, make sure the user's token exists:
+    written once, atomically, readable by the user alone. Ray would write it itself (readable by
+    every user), and two stages starting their Rays at the same moment on a new machine would
+    each write one: the first Ray's later processes would read the second's. Returns the file
+    made or found; None when authentication is off or the environment names the token."""
+    if auth_mode() != "token" or os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None  # the user's own file: Ray reads it as it is
+    path = token_path()
+    if token_source() is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():  # empty: Ray would find no token in it
+            path.unlink()
+        tmp = path.with_name(f".auth_token.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))  # Ray's own format: 256 random bits in hex
+            os.link(tmp, path)  # never replaces a token another process wrote first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    if path.stat().st_mode & 0o077:
+        log.warning("%s was readable by other users; made it private (chmod 600)", path)
+        path.chmod(0o600)
     return path
 
 
@@ -153,6 +177,17 @@ def acquire(idle_seconds: float, folder: Path | None = None) -> tuple[str, bool]
         if head is not None and not _answers(head["address"]):
             # The keeper runs but its Ray does not answer (killed under it): replace both.
             log.warning("the shared Ray at %s does not answer; starting another", head["address"])
+            _stop(head["pid"])
+            head = None
+        if head is not None and head.get("auth_mode", "disabled") != auth_mode():
+            # A keeper of another authentication mode (or of a version without tokens).
+            if _live_users(folder):
+                raise TrainError(
+                    f"the shared local Ray runs with {AUTH_MODE_ENV}="
+                    f"{head.get('auth_mode', 'disabled')} and this stage has {auth_mode()}; use "
+                    "the same mode, or train.ray_keep_alive: 0 to give this stage its own Ray"
+                )
+            log.warning("replacing the idle shared Ray of another authentication mode")
             _stop(head["pid"])
             head = None
         if head is None:
@@ -234,6 +269,7 @@ def keep(folder: Path, idle_seconds: float) -> None:
         if not stop:
             tmp = folder / f"head.json.{os.getpid()}"
             me = {"address": address, "pid": os.getpid(), "started": _started(os.getpid())}
+            me["auth_mode"] = auth_mode()
             tmp.write_text(json.dumps(me))
             tmp.replace(folder / "head.json")
         idle_since = time.monotonic()

@@ -197,12 +197,13 @@ def check_ray_address(address: str, key: str, timeout: float = 3.0) -> None:
 def check_ray_token(address: str, key: str) -> None:
     """With token authentication on, joining a cluster needs its token here (Ray's own error comes
     after its connection retries)."""
-    if os.environ.get(ray_head.AUTH_MODE_ENV, "").lower() != "token" or address == "local":
+    if ray_head.auth_mode() != "token" or address == "local":
         return
-    sources = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if not sources and not ray_head.token_path().exists():
+    if ray_head.token_source() is None:
+        named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+        where = f"RAY_AUTH_TOKEN_PATH ({named}) holds none" if named else "this machine has none"
         raise TrainError(
-            f"{key}: the Ray cluster at {address} needs its token and this machine has none; "
+            f"{key}: the Ray cluster at {address} needs its token and {where}; "
             f"copy the head node's {ray_head.token_path()} here or set RAY_AUTH_TOKEN "
             "(RAY_AUTH_MODE=disabled joins a cluster started without authentication)"
         )

@@ -51,9 +51,21 @@ def test_one_ray_is_shared_and_stopped_once_nobody_uses_it(tmp_path):
     assert ray.get(ray.remote(lambda: 6 * 7).remote()) == 42
     ray.shutdown()
 
+    # Token authentication (the project's default): a driver with a wrong token stays out.
+    join = f"import ray; ray.init(address={address!r}, log_to_driver=False)"
+    wrong = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    refused = subprocess.run(
+        [sys.executable, "-c", join], env=wrong, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode != 0 and "Failed to connect to Ray cluster" in refused.stderr
+
     other = _user(folder, 4.0)  # a second user joins the same Ray instead of starting one
     try:
         assert other.stdout.readline().split() == [address, "False"]
+        with pytest.MonkeyPatch.context() as patch:  # a stage of the other mode is one line
+            patch.setenv("RAY_AUTH_MODE", "disabled")
+            with pytest.raises(ray_head.TrainError, match=r"runs with RAY_AUTH_MODE=token and"):
+                ray_head.acquire(4.0, folder)
         ray_head.release(folder)
         time.sleep(6)  # past the idle time, but the second user still runs
         assert ray_head._head(folder)["pid"] == keeper
@@ -126,7 +138,7 @@ def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, wri
 
 def test_the_token_is_made_once_private_and_never_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # unset: tokens, as Ray's own default
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     path = ray_head.ensure_auth_token()
@@ -135,6 +147,15 @@ def test_the_token_is_made_once_private_and_never_replaced(tmp_path, monkeypatch
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     assert path.stat().st_mode & 0o777 == 0o600
     assert ray_head.ensure_auth_token() == path and path.read_text() == token  # kept
+    assert ray_head.token_source() == str(path)
+    # One written by `ray get-auth-token --generate` (readable by all) is kept, made private.
+    path.chmod(0o644)
+    assert ray_head.ensure_auth_token() == path and path.read_text() == token
+    assert path.stat().st_mode & 0o777 == 0o600
+    # An empty file holds no token for Ray: replaced.
+    path.write_text("")
+    assert ray_head.token_source() is None
+    assert re.fullmatch(r"[0-9a-f]{64}", ray_head.ensure_auth_token().read_text())
     # Processes racing on a new machine end with one whole token and no staging file.
     path.unlink()
     racers = [
@@ -146,17 +167,15 @@ def test_the_token_is_made_once_private_and_never_replaced(tmp_path, monkeypatch
     ]
     assert all(proc.wait(60) == 0 for proc in racers)
     assert re.fullmatch(r"[0-9a-f]{64}", path.read_text())
-    assert list(path.parent.iterdir()) == [path]  # no staging file left behind
+    assert list(path.parent.iterdir()) == [path]
     # The token comes from the environment, or authentication is off: nothing is written.
     path.unlink()
     monkeypatch.setenv("RAY_AUTH_TOKEN", "a" * 64)
     assert ray_head.ensure_auth_token() is None and not path.exists()
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    assert ray_head.token_source() == "RAY_AUTH_TOKEN"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "  ")  # Ray strips it: no token
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    assert ray_head.ensure_auth_token() is None and ray_head.token_source() is None
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ray_head.ensure_auth_token() is None and not path.exists()
-
-
-def test_every_entry_point_asks_ray_for_token_authentication():
-    from soo.runtime import QUIET_ENV
-
-    assert QUIET_ENV["RAY_AUTH_MODE"] == "token"

@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
+from soo import ray_head
 from soo.ray_train import run_training
 from soo.train_job import TrainJob
 from tests.conftest import ROOT
@@ -39,6 +40,7 @@ TRAIN = {
 
 @pytest.fixture(scope="module")
 def local_ray():
+    ray_head.ensure_auth_token()  # as a stage does before its local Ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
