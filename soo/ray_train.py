@@ -158,15 +158,23 @@ def _ray_session(train: TrainParams):
             "runtime_env": {"env_vars": local_train_env(), "worker_process_setup_hook": QUIET_HOOK},
         }
     try:
-        ray.init(
-            # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
-            address=address or "local",
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-            configure_logging=True,
-            **extra,
-        )
+        try:
+            ray.init(
+                # "local": a new Ray, never one found in /tmp/ray (a `ray start` left behind)
+                address=address or "local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=True,
+                configure_logging=True,
+                **extra,
+            )
+        except ConnectionError as err:  # something answers at the address, but not to us
+            if how != "joined" or ray_head.auth_mode() != "token":
+                raise
+            raise TrainError(
+                f"{key}: the Ray cluster at {address} refused this machine ({err}); its token "
+                f"({ray_head.token_source()}) must be the head node's"
+            ) from None
         yield how
     finally:
         ray.shutdown()  # a driver of a running cluster only disconnects

@@ -51,13 +51,27 @@ def test_one_ray_is_shared_and_stopped_once_nobody_uses_it(tmp_path):
     assert ray.get(ray.remote(lambda: 6 * 7).remote()) == 42
     ray.shutdown()
 
-    # Token authentication (the project's default): a driver with a wrong token stays out.
-    join = f"import ray; ray.init(address={address!r}, log_to_driver=False)"
+    # Token authentication (the project's default): a stage with a wrong token stays out, and
+    # says so in one line naming the setting.
+    join = textwrap.dedent(f"""
+        from soo.config import TrainParams
+        from soo.errors import TrainError
+        from soo.ray_train import _ray_session
+        try:
+            with _ray_session(TrainParams(ray_address={address!r})):
+                print("JOINED")
+        except TrainError as err:
+            print(err)
+    """)
     wrong = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
     refused = subprocess.run(
         [sys.executable, "-c", join], env=wrong, capture_output=True, text=True, timeout=120
     )
-    assert refused.returncode != 0 and "Failed to connect to Ray cluster" in refused.stderr
+    assert re.match(
+        rf"train\.ray_address: the Ray cluster at {re.escape(address)} refused this machine "
+        r"\(Failed to connect to Ray cluster.*\); its token \(RAY_AUTH_TOKEN\) must be",
+        refused.stdout,
+    ), refused.stdout + refused.stderr[-2000:]
 
     other = _user(folder, 4.0)  # a second user joins the same Ray instead of starting one
     try:
