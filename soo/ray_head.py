@@ -95,6 +95,16 @@ def ensure_auth_token() -> Path | None:
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return None  # the user's own file: Ray reads it as it is
     path = token_path()
+    try:
+        return _write_token(path)
+    except OSError as err:
+        raise TrainError(
+            f"cannot write the Ray token {path} ({err.strerror or err}); set RAY_AUTH_TOKEN (any "
+            "64 hex digits, the same for every stage) or RAY_AUTH_MODE=disabled"
+        ) from None
+
+
+def _write_token(path: Path) -> Path:
     if token_source() is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():  # empty: Ray would find no token in it

@@ -191,5 +191,10 @@ def test_the_token_is_made_once_private_and_never_replaced(tmp_path, monkeypatch
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
     assert ray_head.ensure_auth_token() is None and ray_head.token_source() is None
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("HOME", "/proc/no-home")  # a home where nothing can be written
+    with pytest.raises(ray_head.TrainError, match=r"cannot write the Ray token .*RAY_AUTH_TOKEN"):
+        ray_head.ensure_auth_token()
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ray_head.ensure_auth_token() is None and not path.exists()
