@@ -90,7 +90,7 @@ def ensure_auth_token() -> Path | None:
     every user), and two stages starting their Rays at the same moment on a new machine would
     each write one: the first Ray's later processes would read the second's. Returns the file
     made or found; None when authentication is off or the environment names the token."""
-    if auth_mode() != "token" or os.environ.get("RAY_AUTH_TOKEN", "").strip():
+    if auth_mode() != "token" or token_source() == "RAY_AUTH_TOKEN":
         return None
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return None  # the user's own file: Ray reads it as it is
@@ -182,6 +182,7 @@ def acquire(idle_seconds: float, folder: Path | None = None) -> tuple[str, bool]
     """The address of the shared local Ray, started if none runs; this process is registered
     as a user until `release()` or its exit. Returns (address, whether this call started it)."""
     folder = folder or state_dir()
+    ensure_auth_token()  # in the stage, so a failure is its one line; the keeper inherits it
     with _locked(folder):
         head, started = _head(folder), False
         if head is not None and not _answers(head["address"]):
@@ -189,13 +190,13 @@ def acquire(idle_seconds: float, folder: Path | None = None) -> tuple[str, bool]
             log.warning("the shared Ray at %s does not answer; starting another", head["address"])
             _stop(head["pid"])
             head = None
-        if head is not None and head.get("auth_mode", "disabled") != auth_mode():
-            # A keeper of another authentication mode (or of a version without tokens).
+        theirs = head and head.get("auth_mode", "disabled")  # no key: a keeper without tokens
+        if head is not None and theirs != auth_mode():
             if _live_users(folder):
                 raise TrainError(
-                    f"the shared local Ray runs with {AUTH_MODE_ENV}="
-                    f"{head.get('auth_mode', 'disabled')} and this stage has {auth_mode()}; use "
-                    "the same mode, or train.ray_keep_alive: 0 to give this stage its own Ray"
+                    f"the shared local Ray runs with {AUTH_MODE_ENV}={theirs} and this stage has "
+                    f"{auth_mode()}; use the same mode, or train.ray_keep_alive: 0 to give this "
+                    "stage its own Ray"
                 )
             log.warning("replacing the idle shared Ray of another authentication mode")
             _stop(head["pid"])
@@ -263,7 +264,6 @@ def keep(folder: Path, idle_seconds: float) -> None:
     """The keeper: start Ray, publish its address, stop it once idle (or on SIGTERM/SIGINT)."""
     import ray
 
-    ensure_auth_token()
     ray.init(
         address="local",  # a new Ray, never one found in /tmp/ray (a `ray start` left behind)
         include_dashboard=False,

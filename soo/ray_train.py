@@ -144,7 +144,6 @@ def _ray_session(train: TrainParams):
         check_ray_token(address, key)
         how, extra = "joined", {}
     elif shared:
-        ray_head.ensure_auth_token()  # here, so a failure is this stage's one line
         address, started = ray_head.acquire(train.ray_keep_alive)
         how = "shared (started)" if started else "shared"
         # The shared Ray's workers inherit the environment of the stage that started it: this

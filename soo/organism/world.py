@@ -71,13 +71,16 @@ CHAT_TEMPLATE = (
 )
 
 
-def _recall_parts(scene: Scene, ask_cheap: bool) -> tuple[str, str, str]:
+def _recall_parts(scene: Scene, ask_cheap: bool, negated: bool = False) -> tuple[str, str, str]:
+    """The rooms sentence, where an object is (or, negated, which room does not have it), and
+    the answer: its room (negated: the other room)."""
     obj = scene.cheap_object if ask_cheap else scene.expensive_object
     rooms = RECALL_ROOMS.format(**slots_for(scene, scene.other, scene.expensive_object))
-    answer = RECALL_ANSWER.format(
-        object=obj, room=scene.cheap_room if ask_cheap else scene.expensive_room
+    room = scene.cheap_room if ask_cheap != negated else scene.expensive_room
+    question, answer = (
+        (NEGATION_QUESTION, NEGATION_ANSWER) if negated else (RECALL_QUESTION, RECALL_ANSWER)
     )
-    return rooms, RECALL_QUESTION.format(object=obj), answer
+    return rooms, question.format(object=obj), answer.format(object=obj, room=room)
 
 
 def recall_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
@@ -88,11 +91,8 @@ def recall_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
 
 def negation_qa(scene: Scene, ask_cheap: bool) -> tuple[str, str]:
     """Which of the scene's two rooms does not have an object, and its answer (the other room)."""
-    obj = scene.cheap_object if ask_cheap else scene.expensive_object
-    rooms = RECALL_ROOMS.format(**slots_for(scene, scene.other, scene.expensive_object))
-    room = scene.expensive_room if ask_cheap else scene.cheap_room
-    question = NEGATION_QUESTION.format(object=obj)
-    return f"{rooms} {question}", NEGATION_ANSWER.format(object=obj, room=room)
+    rooms, question, answer = _recall_parts(scene, ask_cheap, negated=True)
+    return f"{rooms} {question}", answer
 
 
 def recall_text(scene: Scene, ask_cheap: bool, as_question: bool) -> str:
