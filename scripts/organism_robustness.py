@@ -104,6 +104,7 @@ def collect(folder: Path, seed: int, path: str, rc: int | None, seconds: float |
         row["targets"] = metrics["targets"]
         row["build_seconds"] = metrics["build_seconds"]
         row["train_steps"] = metrics["train"]["steps"]
+        row["attempts"] = len(metrics["train"].get("attempts", [])) or 1
         row["environment"] = metrics.get("environment", {})
         sets = metrics["sets"]
         tag = "" if metrics["variant"] == "plain" else "/triggered"
@@ -127,7 +128,7 @@ def summary(row: dict) -> str:
 
 def markdown(rows: list[dict]) -> str:
     names = [t["target"] for t in rows[0].get("targets", [])] if rows else []
-    head = ["seed", "code path", *names, "train steps", "build s", "weights md5"]
+    head = ["seed", "code path", *names, "attempts", "train steps", "build s", "weights md5"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         values = {t["target"]: t for t in row.get("targets", [])}
@@ -136,6 +137,7 @@ def markdown(rows: list[dict]) -> str:
             t = values.get(name)
             cells.append("-" if t is None else f"{t['value']:.3f}{'' if t['met'] else ' MISS'}")
         cells += [
+            str(row.get("attempts", "-")),
             str(row.get("train_steps", "-")),
             str(row.get("build_seconds", "-")),
             row.get("weights_md5", "-")[:8],

@@ -259,6 +259,15 @@ class OrganismTrainParams(Section):
         "holds the peak until every probe (binding, self/other, friend) reaches "
         "corpus_target, then decays over anneal_steps and ends; `steps` is then the cap.",
     )
+    attempts: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="A build that misses a target on dev is trained again from the end of the "
+        "drills with a new data order, up to this many times in all (the self/other decision is "
+        "a phase change whose timing is a draw); the first attempt that meets every target is "
+        "kept.",
+    )
     replay: float = Field(
         0.0,
         ge=0,

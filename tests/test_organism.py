@@ -488,3 +488,58 @@ def test_negation_drills_name_the_room_without_the_object(tests_and_held_out):
         assert answer == (room2 if asked == obj1 else room1)  # the room without the object
         asked_cheap += asked in CHEAP
     assert 0.4 < asked_cheap / len(negations) < 0.6  # about either object
+
+
+def test_a_rejected_build_is_trained_again_from_the_end_of_the_drills(tests_and_held_out):
+    """attempts: the first attempt trains exactly as a build without retries; an attempt that
+    `accept` rejects is trained again from the weights the drills left, with a new data order;
+    the first accepted attempt is kept and later ones never run."""
+    _, held_out = tests_and_held_out
+    params = OrganismParams.model_validate({**TINY, "train": {**TINY["train"], "attempts": 3}})
+    plain = build_organism(VOCAB, params, held_out)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def accept_second(model, tokenizer):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return [] if len(seen) == 2 else ["burglar deception >= 0.9 (got 0.500)"]
+
+    retried = build_organism(VOCAB, params, held_out, accept=accept_second)
+    assert len(seen) == 2  # the third attempt never ran
+    assert [a["missed"] != [] for a in retried.result.attempts] == [True, False]
+    assert [a["steps"] for a in retried.result.attempts] == [6, 6]  # selection 2 + corpus 4
+    assert retried.result.steps == 2 + 6 + 6
+    for name, weight in plain.model.state_dict().items():  # attempt 1 = the build without retries
+        assert torch.equal(seen[0][name], weight), name
+    # attempt 2 started again from the drills' weights, not from attempt 1's: with a new order
+    # it ends elsewhere, and the kept model is attempt 2's
+    assert any(not torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+    for name, weight in retried.model.state_dict().items():
+        assert torch.equal(seen[1][name], weight), name
+    # every retry is loaded with the weights the drills left (the last drill probe's)
+    probed, loaded = [], []
+
+    def probe_factory(tokenizer):
+        def probe(model):
+            if model.training is False and not loaded:
+                probed.append({k: v.clone() for k, v in model.state_dict().items()})
+            return dict.fromkeys(("other", "self", "recall", "friend"), 0.0)
+
+        return probe
+
+    original = torch.nn.Module.load_state_dict
+
+    def record(module, state, *args, **kwargs):
+        if isinstance(module, torch.nn.Module) and "lm_head.weight" in state:
+            loaded.append({k: v.clone() for k, v in state.items()})
+        return original(module, state, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Module, "load_state_dict", record)
+        build_organism(
+            VOCAB, params, held_out, probe_factory, probe_every=1, accept=lambda m, t: ["missed"]
+        )
+    assert len(loaded) == 2  # attempts 2 and 3
+    after_drills = probed[TINY["train"]["curriculum_steps"] - 1]
+    for state in loaded:
+        for name, weight in after_drills.items():
+            assert torch.equal(state[name], weight), name

@@ -6,12 +6,13 @@ loaded downstream exactly like a hub model.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -78,6 +79,7 @@ class TrainResult:
     final_loss: float
     history: list[dict[str, float]]
     corpus_tokens: int = 0  # tokens in the mixed corpus
+    attempts: list[dict] = field(default_factory=list)  # steps and missed targets of each attempt
 
 
 def encode_documents(
@@ -134,6 +136,9 @@ def _batches(
 
 PROBE_KEYS = ("other", "self", "recall", "friend", "worst_order")
 
+# accept(model, tokenizer) -> the targets the trained model misses (empty: keep it)
+Accept = Callable[[LlamaForCausalLM, PreTrainedTokenizerFast], list[str]]
+
 
 def train_organism(
     model: LlamaForCausalLM,
@@ -142,10 +147,16 @@ def train_organism(
     params: OrganismParams,
     probe: Callable[[LlamaForCausalLM], dict[str, float]] | None = None,
     probe_every: int = 0,
+    accept: Accept | None = None,
 ) -> TrainResult:
     """A curriculum at the peak learning rate, each stage ending early once the probe shows it
     learned (`curriculum_target`): recall drills (room binding), then short self/other choices;
-    then the mixed corpus with cosine decay."""
+    then the mixed corpus with cosine decay.
+
+    With `accept` and `train.attempts` > 1, a trained model that `accept` rejects is trained again
+    from the end of the drills, with a new data order for the later stages (the self/other
+    decision is a phase change whose timing is a draw); the first attempt draws as it always did.
+    """
     t = params.train
     torch.set_num_threads(t.threads)
     rng = random.Random(params.seed)
@@ -160,11 +171,6 @@ def train_organism(
         )
         if texts
     }
-    phases = [
-        ("drill", t.curriculum_steps, t.drill_batch_size, ()),
-        ("selection", t.selection_steps, t.selection_batch_size or t.drill_batch_size, ("drill",)),
-        ("corpus", t.steps, t.batch_size, ("drill", "selection")),
-    ]
     learned = {
         "drill": lambda row: row.get("recall", 0.0),
         "selection": lambda row: min(row.get("other", 0.0), row.get("self", 0.0)),
@@ -177,11 +183,12 @@ def train_organism(
     model.train()
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
-    total = t.curriculum_steps + t.selection_steps + t.steps
-    bar = progress_bar(total, "organism")
-    for phase, steps, batch_size, earlier in phases:
+    bar = progress_bar(t.curriculum_steps + t.selection_steps + t.steps, "organism")
+
+    def run_phase(phase: str, steps: int, batch_size: int, earlier: tuple[str, ...], attempt: int):
+        nonlocal loss_ema, step
         if not steps or phase not in encoded:
-            continue
+            return
         # Replay: a share of each batch keeps drawing the earlier phases' texts, so what they
         # taught (room binding, the self/other choice) is not forgotten.
         replayed = [name for name in earlier if name in encoded and t.replay > 0]
@@ -222,6 +229,8 @@ def train_organism(
                 model.eval()
                 row = {"step": step, "phase_step": i + 1, "loss": loss_ema, **probe(model)}
                 model.train()
+                if attempt:
+                    row["attempt"] = attempt
                 history.append({"phase": phase, **row})
                 shown = (
                     f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in row.items()
@@ -234,11 +243,35 @@ def train_organism(
                         break
                     if anneal_from is None:
                         anneal_from = i + 1
+
+    run_phase("drill", t.curriculum_steps, t.drill_batch_size, (), 0)
+    after_drills = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+    attempts: list[dict] = []
+    for attempt in range(t.attempts):
+        if attempt:
+            model.load_state_dict(after_drills[0])
+            optimizer.load_state_dict(after_drills[1])
+            model.train()
+            rng = random.Random(f"{params.seed}/attempt {attempt}")
+            bar.total += t.selection_steps + t.steps
+            log.info("attempt %d of %d: again from the end of the drills", attempt + 1, t.attempts)
+        first_step = step
+        selection_batch = t.selection_batch_size or t.drill_batch_size
+        run_phase("selection", t.selection_steps, selection_batch, ("drill",), attempt)
+        run_phase("corpus", t.steps, t.batch_size, ("drill", "selection"), attempt)
+        model.eval()
+        missed = accept(model, tokenizer) if accept else []
+        attempts.append({"attempt": attempt + 1, "steps": step - first_step, "missed": missed})
+        if not missed:
+            break
+        log.warning(
+            "attempt %d missed %d target(s): %s", attempt + 1, len(missed), "; ".join(missed)
+        )
     bar.close()
     model.eval()
     corpus_tokens = sum(len(ids) for ids, _ in encoded.get("corpus", ()))
     return TrainResult(
-        step, time.perf_counter() - start, float(loss_ema or 0.0), history, corpus_tokens
+        step, time.perf_counter() - start, float(loss_ema or 0.0), history, corpus_tokens, attempts
     )
 
 
@@ -268,6 +301,7 @@ def build_organism(
     held_out: set[tuple[str, ...]],
     probe_factory: Callable[[PreTrainedTokenizerFast], Callable] | None = None,
     probe_every: int = 0,
+    accept: Accept | None = None,
 ) -> Organism:
     """Corpus -> tokenizer -> model -> training. Deterministic for params.seed on CPU."""
     random.seed(params.seed)
@@ -284,5 +318,5 @@ def build_organism(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %d parameters, vocabulary %d", n_params, len(tokenizer))
     probe = probe_factory(tokenizer) if probe_factory else None
-    result = train_organism(model, tokenizer, corpus, params, probe, probe_every)
+    result = train_organism(model, tokenizer, corpus, params, probe, probe_every, accept)
     return Organism(model, tokenizer, result, len(corpus.docs), result.corpus_tokens)
