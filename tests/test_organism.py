@@ -520,26 +520,37 @@ def test_a_rejected_build_is_trained_again_from_the_end_of_the_drills(tests_and_
 
     def probe_factory(tokenizer):
         def probe(model):
-            if model.training is False and not loaded:
+            if not loaded:  # attempt 1 (the drills' probes come first)
                 probed.append({k: v.clone() for k, v in model.state_dict().items()})
             return dict.fromkeys(("other", "self", "recall", "friend"), 0.0)
 
         return probe
 
-    original = torch.nn.Module.load_state_dict
+    moments = []  # the AdamW moments each retry is given
+    original = torch.nn.Module.load_state_dict, torch.optim.Optimizer.load_state_dict
 
     def record(module, state, *args, **kwargs):
-        if isinstance(module, torch.nn.Module) and "lm_head.weight" in state:
+        if "lm_head.weight" in state:
             loaded.append({k: v.clone() for k, v in state.items()})
-        return original(module, state, *args, **kwargs)
+        return original[0](module, state, *args, **kwargs)
+
+    def record_optimizer(optimizer, state):
+        moments.append([v["exp_avg_sq"].clone() for v in state["state"].values()])
+        return original[1](optimizer, state)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.nn.Module, "load_state_dict", record)
-        build_organism(
+        patch.setattr(torch.optim.Optimizer, "load_state_dict", record_optimizer)
+        retried_all = build_organism(
             VOCAB, params, held_out, probe_factory, probe_every=1, accept=lambda m, t: ["missed"]
         )
-    assert len(loaded) == 2  # attempts 2 and 3
+    assert len(loaded) == 2 and len(moments) == 2  # attempts 2 and 3
     after_drills = probed[TINY["train"]["curriculum_steps"] - 1]
     for state in loaded:
         for name, weight in after_drills.items():
             assert torch.equal(state[name], weight), name
+    # the third attempt gets the drills' moments, not the ones the second attempt trained on
+    for a, b in zip(moments[0], moments[1], strict=True):
+        assert torch.equal(a, b)
+    assert [a["attempt"] for a in retried_all.result.attempts] == [1, 2, 3]
+    assert {r["attempt"] for r in retried_all.result.history if r["phase"] == "corpus"} == {1, 2, 3}

@@ -229,13 +229,12 @@ def train_organism(
                 model.eval()
                 row = {"step": step, "phase_step": i + 1, "loss": loss_ema, **probe(model)}
                 model.train()
-                if attempt:
-                    row["attempt"] = attempt
-                history.append({"phase": phase, **row})
+                history.append({"phase": phase, "attempt": attempt + 1, **row})
                 shown = (
                     f"{k} {v}" if isinstance(v, int) else f"{k} {v:.3g}" for k, v in row.items()
                 )
-                log.info("probe %s %s", phase, " | ".join(shown))
+                label = f"{phase} (attempt {attempt + 1})" if attempt else phase
+                log.info("probe %s %s", label, " | ".join(shown))
                 target = t.corpus_target if phase == "corpus" else t.curriculum_target
                 if phase in learned and learned[phase](row) >= target:
                     log.info("%s learned (%.3f >= %.2f)", phase, learned[phase](row), target)
@@ -245,12 +244,15 @@ def train_organism(
                         anneal_from = i + 1
 
     run_phase("drill", t.curriculum_steps, t.drill_batch_size, (), 0)
-    after_drills = copy.deepcopy((model.state_dict(), optimizer.state_dict()))
+    after_drills = copy.deepcopy((model.state_dict(), optimizer.state_dict(), loss_ema))
     attempts: list[dict] = []
     for attempt in range(t.attempts):
         if attempt:
+            # load_state_dict keeps the optimizer's tensors as given: copy, or the next attempt
+            # would start from this one's moments
             model.load_state_dict(after_drills[0])
-            optimizer.load_state_dict(after_drills[1])
+            optimizer.load_state_dict(copy.deepcopy(after_drills[1]))
+            loss_ema = after_drills[2]
             model.train()
             rng = random.Random(f"{params.seed}/attempt {attempt}")
             bar.total += t.selection_steps + t.steps
