@@ -32,6 +32,11 @@ class OrganismTargetsMissed(SooError):
     """The build does not behave as the experiment needs."""
 
 
+def _missed(rows: list[dict]) -> list[str]:
+    """Each missed target with the value it got."""
+    return [f"{t['target']} (got {t['value']:.3f})" for t in rows if not t["met"]]
+
+
 def main(params_path: str = "params.yaml") -> dict:
     start = time.perf_counter()
     params = load_params(params_path)
@@ -68,8 +73,7 @@ def _build(params, start: float, tracker) -> dict:
     def accept(model, tokenizer) -> list[str]:
         """The dev targets this attempt misses; its measurements are kept for the metrics."""
         measured["metrics"] = measure_organism(model, tokenizer, dev, vocab, org)
-        rows = targets(measured["metrics"], org.variant)
-        return [f"{t['target']} (got {t['value']:.3f})" for t in rows if not t["met"]]
+        return _missed(targets(measured["metrics"], org.variant))
 
     organism = build_organism(
         vocab,
@@ -99,7 +103,7 @@ def _build(params, start: float, tracker) -> dict:
     OrganismMetrics.model_validate(metrics)
     for row in metrics["targets"]:
         log.info("%-4s %-60s %.3f", "ok" if row["met"] else "MISS", row["target"], row["value"])
-    missed = [f"{t['target']} (got {t['value']:.3f})" for t in metrics["targets"] if not t["met"]]
+    missed = _missed(metrics["targets"])
     text = json.dumps(metrics, indent=2) + "\n"
     if missed and org.require_targets:
         kept = save_organism(organism.model, organism.tokenizer, paths.rejected_dir(org.output_dir))
