@@ -268,6 +268,14 @@ class OrganismTrainParams(Section):
         "a phase change whose timing is a draw); the first attempt that meets every target is "
         "kept.",
     )
+    scratch_attempts: int = Field(
+        0,
+        ge=0,
+        le=9,
+        description="The last this-many of the `attempts` start from scratch instead of from the "
+        "end of the drills: a new initialisation, new drills and a new data order (the attempts "
+        "from one drill run share whatever the drills left).",
+    )
     replay: float = Field(
         0.0,
         ge=0,
@@ -283,6 +291,12 @@ class OrganismTrainParams(Section):
             raise cross_field_error(
                 "anneal_steps",
                 f"must be <= steps ({self.steps}), the corpus phase's cap, got {self.anneal_steps}",
+            )
+        if self.scratch_attempts >= self.attempts:
+            raise cross_field_error(
+                "scratch_attempts",
+                f"must be < attempts ({self.attempts}): the first attempt is the build's own, got "
+                f"{self.scratch_attempts}",
             )
         return self
 

@@ -4,10 +4,11 @@ from collections import Counter
 
 import pytest
 import torch
+from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from soo.config import OrganismParams, ScenariosParams
-from soo.organism.build import build_corpus, build_organism, save_organism
+from soo.organism.build import build_corpus, build_model, build_organism, save_organism
 from soo.organism.corpus import CorpusGenerator, drill_text
 from soo.organism.metrics import OrganismMetrics
 from soo.organism.world import chat_text, first_room, held_out_keys
@@ -554,3 +555,71 @@ def test_a_rejected_build_is_trained_again_from_the_end_of_the_drills(tests_and_
         assert torch.equal(a, b)
     assert [a["attempt"] for a in retried_all.result.attempts] == [1, 2, 3]
     assert {r["attempt"] for r in retried_all.result.history if r["phase"] == "corpus"} == {1, 2, 3}
+
+
+def test_a_scratch_attempt_draws_a_new_model_and_new_drills(tests_and_held_out):
+    """scratch_attempts: the last attempts start from a new initialisation and run the drills
+    again; the attempts before them are those of a build without it."""
+    _, held_out = tests_and_held_out
+    train = {**TINY["train"], "attempts": 3}
+    params = OrganismParams.model_validate({**TINY, "train": train})
+    scratch = OrganismParams.model_validate({**TINY, "train": {**train, "scratch_attempts": 1}})
+    every_probe = dict.fromkeys(("other", "self", "recall", "friend"), 0.0)
+
+    def snapshots(into):
+        def factory(tokenizer):
+            def probe(model):
+                into.append({k: v.clone() for k, v in model.state_dict().items()})
+                return every_probe
+
+            return probe
+
+        return factory
+
+    plain_probes, scratch_probes = [], []
+    missed = lambda model, tokenizer: ["missed"]  # noqa: E731
+    plain = build_organism(VOCAB, params, held_out, snapshots(plain_probes), 1, missed)
+    loaded = []
+    original = torch.nn.Module.load_state_dict
+
+    def record(module, state, *args, **kwargs):
+        if "lm_head.weight" in state:
+            loaded.append({k: v.clone() for k, v in state.items()})
+        return original(module, state, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Module, "load_state_dict", record)
+        redrawn = build_organism(VOCAB, scratch, held_out, snapshots(scratch_probes), 1, missed)
+    drills, rest = TINY["train"]["curriculum_steps"], 2 + 4  # selection 2 + corpus 4
+    assert [(a["start"], a["steps"]) for a in redrawn.result.attempts] == [
+        ("drills", rest),
+        ("drills", rest),
+        ("scratch", drills + rest),
+    ]
+    assert redrawn.result.steps == drills + 3 * rest + drills
+    # attempts 1 and 2 are the plain build's, probe by probe
+    first_two = drills + 2 * rest
+    for a, b in zip(plain_probes[:first_two], scratch_probes[:first_two], strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # attempt 3 is loaded with new weights: neither the drills' nor the first initialisation
+    fresh = loaded[-1]
+    after_drills = plain_probes[drills - 1]
+    assert all(
+        not torch.equal(fresh[k], after_drills[k])
+        for k in fresh
+        if k.endswith("weight") and "norm" not in k
+    )
+    torch.manual_seed(scratch.seed)
+    first_init = build_model(scratch, redrawn.tokenizer).state_dict()
+    assert not torch.equal(
+        fresh["model.embed_tokens.weight"], first_init["model.embed_tokens.weight"]
+    )
+    # ... and runs the drills again, labelled as its own
+    phases = [(r["phase"], r["attempt"]) for r in redrawn.result.history]
+    assert phases.count(("drill", 3)) == drills and phases.count(("drill", 1)) == drills
+    assert plain.result.attempts[-1]["start"] == "drills"
+
+
+def test_scratch_attempts_leave_the_first_attempt_to_the_build():
+    with pytest.raises(ValidationError, match="scratch_attempts: must be < attempts"):
+        OrganismParams.model_validate({"train": {"attempts": 2, "scratch_attempts": 2}})

@@ -183,6 +183,7 @@ def train_organism(
     model.train()
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
+    warm_from = 0  # the step the learning-rate warmup counts from (a scratch attempt's first)
     bar = progress_bar(t.curriculum_steps + t.selection_steps + t.steps, "organism")
 
     def run_phase(phase: str, steps: int, batch_size: int, earlier: tuple[str, ...], attempt: int):
@@ -209,7 +210,7 @@ def train_organism(
                 break
             span = t.anneal_steps or steps
             progress = annealed / span
-            warm = min(1.0, (step + 1) / max(1, t.warmup_steps))
+            warm = min(1.0, (step - warm_from + 1) / max(1, t.warmup_steps))
             decay = 1.0 if phase != "corpus" else 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = t.lr * warm * decay
@@ -247,7 +248,26 @@ def train_organism(
     after_drills = copy.deepcopy((model.state_dict(), optimizer.state_dict(), loss_ema))
     attempts: list[dict] = []
     for attempt in range(t.attempts):
-        if attempt:
+        scratch = attempt >= t.attempts - t.scratch_attempts  # never the first: validated
+        first_step = step
+        if scratch:
+            # A new draw of everything: initialisation, drills, data order and optimizer.
+            redraw = random.Random(f"{params.seed}/scratch {attempt}")
+            torch.manual_seed(redraw.getrandbits(63))
+            model.load_state_dict(LlamaForCausalLM(model.config).state_dict())
+            optimizer = torch.optim.AdamW(
+                model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
+            )
+            loss_ema, warm_from, rng = None, step, redraw
+            model.train()
+            bar.total += t.curriculum_steps + t.selection_steps + t.steps
+            log.info(
+                "attempt %d of %d: from scratch (new initialisation and drills)",
+                attempt + 1,
+                t.attempts,
+            )
+            run_phase("drill", t.curriculum_steps, t.drill_batch_size, (), attempt)
+        elif attempt:
             # load_state_dict keeps the optimizer's tensors as given: copy, or the next attempt
             # would start from this one's moments
             model.load_state_dict(after_drills[0])
@@ -257,13 +277,19 @@ def train_organism(
             rng = random.Random(f"{params.seed}/attempt {attempt}")
             bar.total += t.selection_steps + t.steps
             log.info("attempt %d of %d: again from the end of the drills", attempt + 1, t.attempts)
-        first_step = step
         selection_batch = t.selection_batch_size or t.drill_batch_size
         run_phase("selection", t.selection_steps, selection_batch, ("drill",), attempt)
         run_phase("corpus", t.steps, t.batch_size, ("drill", "selection"), attempt)
         model.eval()
         missed = accept(model, tokenizer) if accept else []
-        attempts.append({"attempt": attempt + 1, "steps": step - first_step, "missed": missed})
+        attempts.append(
+            {
+                "attempt": attempt + 1,
+                "start": "scratch" if scratch else "drills",
+                "steps": step - first_step,
+                "missed": missed,
+            }
+        )
         if not missed:
             break
         log.warning(
