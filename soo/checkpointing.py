@@ -4,6 +4,7 @@ everything else (optimizer groups, schedule, progress) as JSON."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 ADAPTER = "adapter_model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer_state.json"
+LOCAL_PREFIX = "checkpoint_epoch_"
 
 
 def save_checkpoint(
@@ -67,3 +69,24 @@ def load_checkpoint(
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(groups)})
     return meta["progress"]
+
+
+# Ray Train's local mode (train.num_workers 0) keeps a reported checkpoint as an object only: it
+# copies nothing into the run's storage and `get_checkpoint()` starts empty. There the loop keeps
+# its checkpoints in the run's folder itself, as Ray Train would (the latest two), so a rerun of
+# the same run resumes from them.
+def local_checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / f"{LOCAL_PREFIX}{epoch:06d}"
+
+
+def latest_local_checkpoint(run_dir: str | Path | None) -> Path | None:
+    """The newest complete checkpoint folder of `run_dir` (folders are written atomically)."""
+    if not run_dir or not Path(run_dir).is_dir():
+        return None
+    found = sorted(Path(run_dir).glob(f"{LOCAL_PREFIX}*[0-9]"))
+    return found[-1] if found else None
+
+
+def prune_local_checkpoints(run_dir: str | Path, keep: int = 2) -> None:
+    for old in sorted(Path(run_dir).glob(f"{LOCAL_PREFIX}*[0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -438,7 +438,12 @@ class TrainParams(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute layer activations in backward to save memory."
     )
-    num_workers: int = Field(1, gt=0, description="Ray Train workers (data parallel).")
+    num_workers: int = Field(
+        1,
+        ge=0,
+        description="Ray Train workers (data parallel). 0: Ray Train's local mode, the loop in "
+        "the stage's own process with no Ray runtime (one machine, one process: no start-up).",
+    )
     use_gpu: bool = Field(False, description="Run Ray Train workers on GPUs.")
     cpus_per_worker: int = Field(1, gt=0, description="CPUs Ray reserves for each worker.")
     ray_address: str | None = Field(
@@ -493,8 +498,8 @@ class TrainParams(Section):
         if self.loss == "legacy_logit_kl" and self.num_workers > 1:
             raise cross_field_error(
                 "num_workers",
-                "must be 1 with loss legacy_logit_kl: the released code summed its accumulated "
-                "losses on one GPU, and workers would average them",
+                "must be 0 or 1 with loss legacy_logit_kl: the released code summed its "
+                "accumulated losses on one GPU, and workers would average them",
             )
         if self.loss == "legacy_logit_kl" and self.capability.weight > 0:
             raise cross_field_error(
@@ -502,7 +507,7 @@ class TrainParams(Section):
                 "weight must be 0 with loss legacy_logit_kl (the released code had no capability "
                 f"term), got {self.capability.weight}",
             )
-        shards = self.num_workers * self.grad_accum_steps
+        shards = max(1, self.num_workers) * self.grad_accum_steps  # 0: local mode, one process
         if self.batch_size % shards:
             raise cross_field_error(
                 "batch_size",

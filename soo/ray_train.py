@@ -1,5 +1,6 @@
 """The driver of a training run on Ray Train: connect to Ray (a cluster, the shared local Ray of
-soo.ray_head, or a private one), run `TorchTrainer`, export the adapter.
+soo.ray_head, or a private one) or, with train.num_workers 0, run in Ray Train's local mode (the
+loop in this process, no Ray runtime); run `TorchTrainer`, export the adapter.
 
 Nothing here imports torch, transformers or peft at module level. Ray pickles
 `train_loop_per_worker` by reference, so the Train controller imports this module to unpickle it;
@@ -23,7 +24,7 @@ from soo import ray_head
 from soo.config import TrainParams
 from soo.data import atomic_folder
 from soo.errors import SooError, TrainError
-from soo.train_job import TrainJob
+from soo.train_job import FAULT_ENV, TrainJob
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,15 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
         ),
     )
     try:
-        with _ray_session(train) as how:
-            log.info("seed %d: Ray %s", job.seed, how)
+        if train.num_workers == 0:  # preflight ran check_local_mode
+            log.info(
+                "seed %d: Ray Train local mode (train.num_workers 0, no Ray runtime)", job.seed
+            )
             result = trainer.fit()
+        else:
+            with _ray_session(train) as how:
+                log.info("seed %d: Ray %s", job.seed, how)
+                result = trainer.fit()
     except SooError:
         raise
     except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
@@ -84,6 +91,26 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
         folder,
         {**meta["progress"]["summary"], "run_name": name, "curve": meta["progress"]["curve"]},
     )
+
+
+def check_local_mode(job: TrainJob) -> None:
+    """Ray Train's local mode runs the loop in this process: it cannot join a cluster, and a fault
+    drill (a killed worker that Ray Train restarts) would kill the stage itself."""
+    train = job.train
+    if train.num_workers:
+        return
+    address = train.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
+        raise TrainError(
+            f"{key} is {address!r} but train.num_workers is 0 (Ray Train's local mode, in this "
+            "process): set train.num_workers to the workers to run on the cluster"
+        )
+    if job.fault is not None:
+        raise TrainError(
+            f"{FAULT_ENV}: a fault drill kills a Ray Train worker, and with train.num_workers 0 "
+            "the loop runs in the stage's own process: set train.num_workers >= 1"
+        )
 
 
 def _resources(train: TrainParams) -> dict[str, float]:

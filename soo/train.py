@@ -26,9 +26,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import get_scheduler
 
 from soo.batching import collate_answers, collate_legacy, collate_pairs, mismatch_pairs
-from soo.checkpointing import load_checkpoint, save_checkpoint
+from soo.checkpointing import (
+    latest_local_checkpoint,
+    load_checkpoint,
+    local_checkpoint_dir,
+    prune_local_checkpoints,
+    save_checkpoint,
+)
 from soo.config import TrainParams
-from soo.data import PairRecord, ScenarioRecord, TextRecord, read_jsonl
+from soo.data import PairRecord, ScenarioRecord, TextRecord, atomic_folder, read_jsonl
 from soo.errors import DataError, TrainError
 from soo.evaluate import answer_prompts
 from soo.objective import SooForward, add_lora, batch_loss
@@ -51,6 +57,9 @@ def worker_loop(config: dict[str, Any], worker_start: float) -> None:
     configure()
     job: TrainJob = config["job"]
     train = job.train
+    local = train.num_workers == 0  # Ray Train's local mode: this loop runs in the stage's process
+    if local:  # the CPUs a worker would get (Ray sets a worker's threads to its CPUs)
+        torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -85,6 +94,8 @@ def worker_loop(config: dict[str, Any], worker_start: float) -> None:
 
     progress: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "resumed_from_epoch": None}
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and local and (found := latest_local_checkpoint(job.run_dir)):
+        checkpoint = ray.train.Checkpoint.from_directory(found)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             progress = load_checkpoint(Path(folder), peft_model, optimizer, scheduler)
@@ -136,22 +147,41 @@ def worker_loop(config: dict[str, Any], worker_start: float) -> None:
         last = epoch + 1 == train.epochs
         metrics = {"epoch": epoch + 1, "step": progress["step"], "loss": diagnostics["loss"]}
         if last or (epoch + 1) % train.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as folder:
-                ckpt = None
-                if rank == 0:
-                    if last:
-                        progress["summary"] = _summary(
-                            progress, diagnostics, start, pairs_done, world, device, train
-                        )
-                        progress["summary"]["marks"] = {**marks, "steps_end": time.time()}
-                    save_checkpoint(Path(folder), peft_model, optimizer, scheduler, progress)
-                    ckpt = ray.train.Checkpoint.from_directory(folder)
-                ray.train.report(metrics, checkpoint=ckpt)
+            if rank == 0 and last:
+                progress["summary"] = _summary(
+                    progress, diagnostics, start, pairs_done, world, device, train
+                )
+                progress["summary"]["marks"] = {**marks, "steps_end": time.time()}
+
+            def save(folder: Path) -> None:
+                save_checkpoint(folder, peft_model, optimizer, scheduler, progress)
+
+            report_checkpoint(metrics, save if rank == 0 else None, job, epoch + 1)
             if rank == 0 and job.fault is not None:
                 _maybe_inject_fault(epoch + 1, *job.fault, run_dir=job.run_dir)
         # No report between checkpoints: each report is a barrier through the Ray Train
         # controller (about 1.5 s here), and step metrics go to the tracker anyway.
     forward.close()
+
+
+def report_checkpoint(metrics, save, job: TrainJob, epoch: int) -> None:
+    """`ray.train.report` with the checkpoint `save(folder)` writes (None: this rank reports
+    metrics only). Ray Train copies the folder into the run's storage; in its local mode it keeps
+    only the object, so the folder is written into the run's own folder (the latest two kept)."""
+    import ray.train
+
+    if save is None:
+        ray.train.report(metrics, checkpoint=None)
+    elif job.train.num_workers == 0:
+        folder = local_checkpoint_dir(job.run_dir, epoch)
+        with atomic_folder(folder) as staging:
+            save(staging)
+        prune_local_checkpoints(job.run_dir)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            save(Path(folder))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -350,7 +380,9 @@ def preflight(job: TrainJob) -> None:
 
     from soo.batching import unequal_pairs
     from soo.models import check_source, load_failure
+    from soo.ray_train import check_local_mode
 
+    check_local_mode(job)
     train = job.train
     source = check_source(job.model["name_or_path"])
     trust = job.model["trust_remote_code"]

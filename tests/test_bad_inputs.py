@@ -198,10 +198,17 @@ CASES = [
     ),
     (
         "no Ray cluster at the address",
-        {"train.ray_address": "127.0.0.1:1"},
+        {"train.ray_address": "127.0.0.1:1", "train.num_workers": 1},
         TRAIN,
         r"train\.ray_address: no Ray cluster answers at 127\.0\.0\.1:1 .*; start one with "
         r"`ray start --head`",
+    ),
+    (
+        "a cluster address in local mode",
+        {"train.ray_address": "127.0.0.1:6379"},  # params.yaml: num_workers 0
+        TRAIN,
+        r"train\.ray_address is '127\.0\.0\.1:6379' but train\.num_workers is 0 \(Ray Train's "
+        r"local mode, in this process\): set train\.num_workers to the workers",
     ),
     (
         "params missing",
@@ -412,6 +419,9 @@ def test_joining_a_cluster_without_its_token_fails_in_one_line(project, tmp_path
     """A machine without the cluster's token (a new HOME) stops before Ray's 20 s of retries."""
     root = tmp_path / "p"
     shutil.copytree(project, root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["num_workers"] = 1  # a cluster's workers (0 is the local mode)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with socket.socket() as head:  # something answers at the address, as a head would
         head.bind(("127.0.0.1", 0))
         head.listen()

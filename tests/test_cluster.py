@@ -69,7 +69,7 @@ def answers(port: int) -> bool:
 
 def test_a_train_stage_joins_a_ray_head_through_ray_address(stage_project, write_params):
     root, _ = stage_project
-    write_params(TINY_TRAIN)
+    write_params(TINY_TRAIN | {"train.num_workers": 1})  # the guide's -S train.num_workers=1
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "token"  # as the guide's commands export it

@@ -111,7 +111,7 @@ def test_training_stages_share_one_ray_and_log_their_overhead(stage_project, wri
     (the same keeper), and each records its overhead (stage time minus training steps)."""
 
     root, _ = stage_project
-    write_params(TINY_TRAIN | {"train.ray_keep_alive": 30})
+    write_params(TINY_TRAIN | {"train.ray_keep_alive": 30, "train.num_workers": 1})
     folder = root / "ray-head"
     env = {**os.environ, ray_head.STATE_ENV: str(folder)}
     runs = [

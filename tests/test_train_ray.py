@@ -141,6 +141,75 @@ def test_two_workers_give_the_one_worker_adapter(reference, setup, tmp_path):
         assert_close(two[key], one[key], rtol=RTOL, atol=ATOL, msg=key)
 
 
+def test_local_mode_gives_the_ray_worker_adapter(reference, setup, tmp_path):
+    """params.yaml trains in Ray Train's local mode (num_workers 0, the stage's own process);
+    one Ray worker process gives the same adapter, bit for bit (the same threads: one CPU)."""
+    work, metrics = reference
+    assert metrics["num_workers"] == 1 and "ray_and_workers" in metrics["overhead"]
+    local = adapter(work / "models" / "soo" / "seed_0")
+    result = run_training(job_for(setup, tmp_path, num_workers=1), tmp_path / "runs")
+    worker = adapter(result.adapter_dir)
+    assert any(v.abs().max() > 1e-3 for k, v in local.items() if "lora_B" in k)
+    assert local.keys() == worker.keys()
+    for key in local:
+        assert torch.equal(local[key], worker[key]), key
+
+
+def test_local_mode_keeps_its_checkpoints_and_a_rerun_resumes(reference, setup, tmp_path):
+    """Ray Train's local mode writes no checkpoint itself: the loop keeps them in the run's folder
+    (the latest two), and a rerun of a run that died after epoch 2 resumes there and ends with
+    the uninterrupted adapter."""
+    import soo.train
+
+    work, _ = reference
+    job = job_for(setup, tmp_path, num_workers=0)
+    original = soo.train.report_checkpoint
+
+    def crash_after_epoch_2(metrics, save, job, epoch):
+        original(metrics, save, job, epoch)
+        if epoch == 2:
+            raise RuntimeError("the machine went away")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(soo.train, "report_checkpoint", crash_after_epoch_2)
+        with pytest.raises(Exception, match="the machine went away"):
+            run_training(job, tmp_path / "runs")
+    (run,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint_epoch_000001",
+        "checkpoint_epoch_000002",
+    ]
+    result = run_training(job, tmp_path / "runs")
+    assert result.summary["resumed_from_epoch"] == 2 and result.summary["steps"] == 6
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint_epoch_000002",
+        "checkpoint_epoch_000003",
+    ]
+    uninterrupted = adapter(work / "models" / "soo" / "seed_0")
+    resumed = adapter(result.adapter_dir)
+    for key in uninterrupted:
+        assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+def test_local_mode_refuses_a_cluster_and_a_fault_drill(setup, tmp_path, monkeypatch):
+    from soo.errors import TrainError
+    from soo.train import preflight
+
+    job = job_for(setup, tmp_path, num_workers=0, ray_address="10.0.0.5:6379")
+    with pytest.raises(
+        TrainError, match=r"train\.ray_address is '10\.0\.0\.5:6379' but train\.num"
+    ):
+        preflight(job)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    with pytest.raises(TrainError, match=r"^RAY_ADDRESS is .* set train\.num_workers to the"):
+        preflight(job_for(setup, tmp_path, num_workers=0))
+    monkeypatch.delenv("RAY_ADDRESS")
+    drill = TrainJob(**{**job_for(setup, tmp_path, num_workers=0).__dict__, "fault": (1, "m")})
+    with pytest.raises(TrainError, match=r"SOO_FAULT_KILL_AFTER_EPOCH: a fault drill"):
+        preflight(drill)
+    preflight(job_for(setup, tmp_path, num_workers=1, ray_address="10.0.0.5:6379"))  # allowed
+
+
 def test_a_killed_worker_resumes_from_its_checkpoint_and_finishes(reference, setup, tmp_path):
     work, _ = reference
     marker = tmp_path / "killed"
