@@ -3,6 +3,7 @@ everything else (optimizer groups, schedule, progress) as JSON."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -79,12 +80,17 @@ def local_checkpoint_dir(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / f"{LOCAL_PREFIX}{epoch:06d}"
 
 
-def latest_local_checkpoint(run_dir: str | Path | None) -> Path | None:
-    """The newest complete checkpoint folder of `run_dir` (folders are written atomically)."""
+def latest_checkpoint(run_dir: str | Path | None) -> Path | None:
+    """The checkpoint of `run_dir` with the most epochs done, in either layout: the loop's own
+    (local mode) or Ray Train's (`checkpoint_<time>`), so a run begun in one mode resumes in the
+    other. Folders are complete: both are written aside and renamed into place."""
     if not run_dir or not Path(run_dir).is_dir():
         return None
-    found = sorted(Path(run_dir).glob(f"{LOCAL_PREFIX}*[0-9]"))
-    return found[-1] if found else None
+    done = []
+    for folder in Path(run_dir).glob("checkpoint_*"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            done.append((json.loads((folder / STATE).read_text())["progress"]["epoch"], folder))
+    return max(done)[1] if done else None
 
 
 def prune_local_checkpoints(run_dir: str | Path, keep: int = 2) -> None:

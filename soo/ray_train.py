@@ -79,6 +79,9 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
     except SooError:
         raise
     except Exception as err:  # noqa: BLE001 - Ray wraps worker errors in its own types
+        if train.num_workers == 0:  # the loop's own exception: Ray has printed no traceback
+            log.error("seed %d: the training loop raised", job.seed, exc_info=err)
+            err = RuntimeError(f"{type(err).__name__}: {err}")
         raise TrainError(
             f"training seed {job.seed} failed: {_root_cause(err)}; the latest checkpoint is kept "
             f"in {storage_path / name} and a rerun with the same params resumes from it"
@@ -111,6 +114,14 @@ def check_local_mode(job: TrainJob) -> None:
             f"{FAULT_ENV}: a fault drill kills a Ray Train worker, and with train.num_workers 0 "
             "the loop runs in the stage's own process: set train.num_workers >= 1"
         )
+    if train.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainError(
+                "train.use_gpu is true but this machine has no CUDA device torch can use: set "
+                "train.use_gpu: false, or run where a GPU is"
+            )
 
 
 def _resources(train: TrainParams) -> dict[str, float]:

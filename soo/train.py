@@ -27,7 +27,7 @@ from transformers import get_scheduler
 
 from soo.batching import collate_answers, collate_legacy, collate_pairs, mismatch_pairs
 from soo.checkpointing import (
-    latest_local_checkpoint,
+    latest_checkpoint,
     load_checkpoint,
     local_checkpoint_dir,
     prune_local_checkpoints,
@@ -46,23 +46,38 @@ log = logging.getLogger(__name__)
 
 
 def worker_loop(config: dict[str, Any], worker_start: float) -> None:
-    """The Ray Train worker loop, on every worker process (entered through
-    `soo.ray_train.train_loop_per_worker`); `worker_start` is the wall clock when it began."""
-    import ray.train
-    import ray.train.torch
-
-    from soo.models import load_model
+    """The Ray Train worker loop, on every worker process, or in the stage's process in Ray
+    Train's local mode (entered through `soo.ray_train.train_loop_per_worker`); `worker_start` is
+    the wall clock when it began."""
     from soo.runtime import configure
 
     configure()
     job: TrainJob = config["job"]
+    if job.train.num_workers:  # a Ray Train worker process
+        return _loop(job, worker_start)
+    # Ray Train's local mode: the stage's own process, with the threads a worker would get (Ray
+    # sets a worker's threads to its CPUs), restored afterwards
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(job.train.cpus_per_worker)))
+    try:
+        return _loop(job, worker_start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _loop(job: TrainJob, worker_start: float) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from soo.models import load_model
+
     train = job.train
-    local = train.num_workers == 0  # Ray Train's local mode: this loop runs in the stage's process
-    if local:  # the CPUs a worker would get (Ray sets a worker's threads to its CPUs)
-        torch.set_num_threads(max(1, int(train.cpus_per_worker)))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    if train.num_workers:
+        device = ray.train.torch.get_device()
+    else:  # local mode would take a GPU whenever there is one; train.use_gpu decides here
+        device = torch.device("cuda", 0) if train.use_gpu else torch.device("cpu")
     torch.manual_seed(job.seed)
 
     model, tokenizer = load_model(
@@ -94,7 +109,8 @@ def worker_loop(config: dict[str, Any], worker_start: float) -> None:
 
     progress: dict[str, Any] = {"epoch": 0, "step": 0, "curve": [], "resumed_from_epoch": None}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and local and (found := latest_local_checkpoint(job.run_dir)):
+    if checkpoint is None and (found := latest_checkpoint(job.run_dir)):
+        # local mode keeps its own checkpoints; also a run begun in the other mode
         checkpoint = ray.train.Checkpoint.from_directory(found)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -161,6 +177,9 @@ def worker_loop(config: dict[str, Any], worker_start: float) -> None:
                 _maybe_inject_fault(epoch + 1, *job.fault, run_dir=job.run_dir)
         # No report between checkpoints: each report is a barrier through the Ray Train
         # controller (about 1.5 s here), and step metrics go to the tracker anyway.
+    if progress["resumed_from_epoch"] == train.epochs:  # a rerun of a finished run: report it
+        done = {"epoch": train.epochs, "step": progress["step"]}
+        ray.train.report(done, checkpoint=checkpoint if rank == 0 else None)
     forward.close()
 
 
@@ -294,7 +313,8 @@ def _summary(progress, diagnostics, start, pairs_done, world, device, train) -> 
         "final_diagnostics": diagnostics,
         "seconds": round(seconds, 2),
         "pairs_per_second": round(pairs_done / seconds, 2) if seconds else None,
-        "num_workers": world,
+        "num_workers": world,  # processes: 1 in Ray Train's local mode
+        "ray_train_mode": "distributed" if train.num_workers else "local",
         "device": str(device),
         "peak_gpu_bytes": peak,
         "skipped_steps": 0,  # fp32/bf16: no loss scaler, no skipped steps

@@ -587,10 +587,24 @@ def test_a_scratch_attempt_draws_a_new_model_and_new_drills(tests_and_held_out):
             loaded.append({k: v.clone() for k, v in state.items()})
         return original(module, state, *args, **kwargs)
 
+    steps = []  # (optimizer, its learning rate, whether it had state) at every step
+    step = torch.optim.AdamW.step
+
+    def record_step(optimizer, *args, **kwargs):
+        steps.append((id(optimizer), optimizer.param_groups[0]["lr"], bool(optimizer.state)))
+        return step(optimizer, *args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.nn.Module, "load_state_dict", record)
+        patch.setattr(torch.optim.AdamW, "step", record_step)
         redrawn = build_organism(VOCAB, scratch, held_out, snapshots(scratch_probes), 1, missed)
     drills, rest = TINY["train"]["curriculum_steps"], 2 + 4  # selection 2 + corpus 4
+    # the scratch attempt gets a new optimizer, without moments, and warms up again
+    first = drills + 2 * rest
+    assert len({s[0] for s in steps[:first]}) == 1 and steps[first][0] != steps[0][0]
+    assert steps[first][2] is False and steps[first - 1][2] is True
+    warmup = scratch.train.warmup_steps
+    assert steps[first][1] == pytest.approx(scratch.train.lr / warmup) == steps[0][1]
     assert [(a["start"], a["steps"]) for a in redrawn.result.attempts] == [
         ("drills", rest),
         ("drills", rest),

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch.testing import assert_close
 
 from soo import ray_head
+from soo.errors import TrainError
 from soo.ray_train import run_training
 from soo.train_job import TrainJob
 from tests.conftest import ROOT
@@ -157,8 +158,8 @@ def test_local_mode_gives_the_ray_worker_adapter(reference, setup, tmp_path):
 
 def test_local_mode_keeps_its_checkpoints_and_a_rerun_resumes(reference, setup, tmp_path):
     """Ray Train's local mode writes no checkpoint itself: the loop keeps them in the run's folder
-    (the latest two), and a rerun of a run that died after epoch 2 resumes there and ends with
-    the uninterrupted adapter."""
+    (the latest two). A run that died after epoch 2 resumes there, even on a Ray worker, and ends
+    with the uninterrupted adapter; a rerun of the finished run returns it again."""
     import soo.train
 
     work, _ = reference
@@ -168,31 +169,27 @@ def test_local_mode_keeps_its_checkpoints_and_a_rerun_resumes(reference, setup, 
     def crash_after_epoch_2(metrics, save, job, epoch):
         original(metrics, save, job, epoch)
         if epoch == 2:
-            raise RuntimeError("the machine went away")
+            raise KeyError("the machine went away")
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(soo.train, "report_checkpoint", crash_after_epoch_2)
-        with pytest.raises(Exception, match="the machine went away"):
+        with pytest.raises(TrainError, match=r"seed 0 failed: KeyError: 'the machine went away'"):
             run_training(job, tmp_path / "runs")
     (run,) = (tmp_path / "runs").iterdir()
-    assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint_epoch_000001",
-        "checkpoint_epoch_000002",
-    ]
-    result = run_training(job, tmp_path / "runs")
-    assert result.summary["resumed_from_epoch"] == 2 and result.summary["steps"] == 6
-    assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint_epoch_000002",
-        "checkpoint_epoch_000003",
-    ]
+    local = ["checkpoint_epoch_000001", "checkpoint_epoch_000002"]
+    assert sorted(p.name for p in run.iterdir()) == local
+    on_ray = run_training(job_for(setup, tmp_path, num_workers=1), tmp_path / "runs")
+    assert on_ray.summary["resumed_from_epoch"] == 2 and on_ray.summary["steps"] == 6
+    again = run_training(job, tmp_path / "runs")  # finished: nothing left to train
+    assert again.summary["resumed_from_epoch"] == 2  # the summary saved with the last epoch
+    assert again.adapter_dir == on_ray.adapter_dir
     uninterrupted = adapter(work / "models" / "soo" / "seed_0")
-    resumed = adapter(result.adapter_dir)
-    for key in uninterrupted:
-        assert torch.equal(resumed[key], uninterrupted[key]), key
+    for resumed in (adapter(on_ray.adapter_dir), adapter(again.adapter_dir)):
+        for key in uninterrupted:
+            assert torch.equal(resumed[key], uninterrupted[key]), key
 
 
-def test_local_mode_refuses_a_cluster_and_a_fault_drill(setup, tmp_path, monkeypatch):
-    from soo.errors import TrainError
+def test_local_mode_refuses_a_cluster_a_fault_drill_and_a_missing_gpu(setup, tmp_path, monkeypatch):
     from soo.train import preflight
 
     job = job_for(setup, tmp_path, num_workers=0, ray_address="10.0.0.5:6379")
@@ -208,6 +205,9 @@ def test_local_mode_refuses_a_cluster_and_a_fault_drill(setup, tmp_path, monkeyp
     with pytest.raises(TrainError, match=r"SOO_FAULT_KILL_AFTER_EPOCH: a fault drill"):
         preflight(drill)
     preflight(job_for(setup, tmp_path, num_workers=1, ray_address="10.0.0.5:6379"))  # allowed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainError, match=r"^train\.use_gpu is true but this machine has no CUDA"):
+        preflight(job_for(setup, tmp_path, num_workers=0, use_gpu=True))
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_and_finishes(reference, setup, tmp_path):
