@@ -273,8 +273,8 @@ class OrganismTrainParams(Section):
         ge=0,
         le=9,
         description="The last this-many of the `attempts` start from scratch instead of from the "
-        "end of the drills: a new initialisation, new drills and a new data order (the attempts "
-        "from one drill run share whatever the drills left).",
+        "end of the drills: a new initialisation, then the drills again with every stage in a "
+        "new data order (the attempts from one drill run share whatever the drills left).",
     )
     replay: float = Field(
         0.0,
