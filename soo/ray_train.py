@@ -24,7 +24,7 @@ from soo import ray_head
 from soo.config import TrainParams
 from soo.data import atomic_folder
 from soo.errors import SooError, TrainError
-from soo.train_job import FAULT_ENV, TrainJob
+from soo.train_job import TrainJob
 
 log = logging.getLogger(__name__)
 
@@ -94,34 +94,6 @@ def run_training(job: TrainJob, storage_path: Path) -> TrainResult:
         folder,
         {**meta["progress"]["summary"], "run_name": name, "curve": meta["progress"]["curve"]},
     )
-
-
-def check_local_mode(job: TrainJob) -> None:
-    """Ray Train's local mode runs the loop in this process: it cannot join a cluster, and a fault
-    drill (a killed worker that Ray Train restarts) would kill the stage itself."""
-    train = job.train
-    if train.num_workers:
-        return
-    address = train.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
-        raise TrainError(
-            f"{key} is {address!r} but train.num_workers is 0 (Ray Train's local mode, in this "
-            "process): set train.num_workers to the workers to run on the cluster"
-        )
-    if job.fault is not None:
-        raise TrainError(
-            f"{FAULT_ENV}: a fault drill kills a Ray Train worker, and with train.num_workers 0 "
-            "the loop runs in the stage's own process: set train.num_workers >= 1"
-        )
-    if train.use_gpu:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise TrainError(
-                "train.use_gpu is true but this machine has no CUDA device torch can use: set "
-                "train.use_gpu: false, or run where a GPU is"
-            )
 
 
 def _resources(train: TrainParams) -> dict[str, float]:

@@ -40,7 +40,7 @@ from soo.evaluate import answer_prompts
 from soo.objective import SooForward, add_lora, batch_loss
 from soo.progress import Every
 from soo.tracking import NullTracker, attach_tracker
-from soo.train_job import TrainJob
+from soo.train_job import TrainJob, check_local_mode
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,6 @@ def preflight(job: TrainJob) -> None:
 
     from soo.batching import unequal_pairs
     from soo.models import check_source, load_failure
-    from soo.ray_train import check_local_mode
 
     check_local_mode(job)
     train = job.train

@@ -65,3 +65,31 @@ def fault_from_env() -> tuple[int, str] | None:
     if not marker:
         raise TrainError(f"{FAULT_ENV} is set: also set {FAULT_MARKER_ENV} to a file path")
     return int(epoch), str(Path(marker).resolve())
+
+
+def check_local_mode(job: TrainJob) -> None:
+    """Ray Train's local mode runs the loop in this process: it cannot join a cluster, and a fault
+    drill (a killed worker that Ray Train restarts) would kill the stage itself."""
+    train = job.train
+    if train.num_workers:
+        return
+    address = train.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
+        raise TrainError(
+            f"{key} is {address!r} but train.num_workers is 0 (Ray Train's local mode, in this "
+            "process): set train.num_workers to the workers to run on the cluster"
+        )
+    if job.fault is not None:
+        raise TrainError(
+            f"{FAULT_ENV}: a fault drill kills a Ray Train worker, and with train.num_workers 0 "
+            "the loop runs in the stage's own process: set train.num_workers >= 1"
+        )
+    if train.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TrainError(
+                "train.use_gpu is true but this machine has no CUDA device torch can use: set "
+                "train.use_gpu: false, or run where a GPU is"
+            )
