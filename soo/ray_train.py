@@ -24,7 +24,7 @@ from soo import ray_head
 from soo.config import TrainParams
 from soo.data import atomic_folder
 from soo.errors import SooError, TrainError
-from soo.train_job import TrainJob
+from soo.train_job import TrainJob, cluster_address
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +146,9 @@ def _ray_session(train: TrainParams):
     if ray.is_initialized():  # a caller (a sweep, a test) already holds a session
         yield "existing"
         return
-    address = train.ray_address or os.environ.get("RAY_ADDRESS") or None
+    address, key = cluster_address(train)
     shared = not address and train.ray_keep_alive > 0
     if address:
-        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
         check_ray_address(address, key)
         check_ray_token(address, key)
         how, extra = "joined", {}

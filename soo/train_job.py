@@ -67,15 +67,22 @@ def fault_from_env() -> tuple[int, str] | None:
     return int(epoch), str(Path(marker).resolve())
 
 
+def cluster_address(train: TrainParams) -> tuple[str | None, str]:
+    """The Ray cluster to join (train.ray_address, else $RAY_ADDRESS, else None) and the name of
+    the setting it came from, for error messages."""
+    if train.ray_address:
+        return train.ray_address, "train.ray_address"
+    return os.environ.get("RAY_ADDRESS") or None, "RAY_ADDRESS"
+
+
 def check_local_mode(job: TrainJob) -> None:
     """Ray Train's local mode runs the loop in this process: it cannot join a cluster, and a fault
     drill (a killed worker that Ray Train restarts) would kill the stage itself."""
     train = job.train
     if train.num_workers:
         return
-    address = train.ray_address or os.environ.get("RAY_ADDRESS")
+    address, key = cluster_address(train)
     if address:
-        key = "train.ray_address" if train.ray_address else "RAY_ADDRESS"
         raise TrainError(
             f"{key} is {address!r} but train.num_workers is 0 (Ray Train's local mode, in this "
             "process): set train.num_workers to the workers to run on the cluster"

@@ -177,9 +177,13 @@ def train_organism(
         # every probe: binding, the self/other choice and (when probed) honesty to a friend
         "corpus": lambda row: min((v for k, v in row.items() if k in PROBE_KEYS), default=0.0),
     }
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
-    )
+
+    def new_optimizer() -> torch.optim.AdamW:
+        return torch.optim.AdamW(
+            model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
+        )
+
+    optimizer = new_optimizer()
     model.train()
     history: list[dict[str, float]] = []
     start, loss_ema, step = time.perf_counter(), None, 0
@@ -255,9 +259,7 @@ def train_organism(
             redraw = random.Random(f"{params.seed}/scratch {attempt}")
             torch.manual_seed(redraw.getrandbits(63))
             model.load_state_dict(LlamaForCausalLM(model.config).state_dict())
-            optimizer = torch.optim.AdamW(
-                model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98)
-            )
+            optimizer = new_optimizer()
             loss_ema, warm_from, rng = None, step, redraw
             model.train()
             bar.total += t.curriculum_steps + t.selection_steps + t.steps
