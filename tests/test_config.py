@@ -22,10 +22,10 @@ def test_code_defaults_are_the_papers_and_project_params_load():
     params = load_params(ROOT / "params.yaml")
     assert params.scenarios.n_test == 1000
     assert paper.module == "model.layers.{layer}.self_attn.o_proj"
-    # The organism's setting was chosen on dev (docs/soo_on_the_organism.md, issue 17): the
-    # paper's site and loss, its own LoRA, lr and capability term.
+    # The organism's setting was chosen on dev (docs/soo_on_the_organism.md, issues 15 and 17): the
+    # paper's module and loss, its own layer, LoRA, lr and capability term.
     assert params.train.module == paper.module and params.train.loss == "mse"
-    assert (params.train.layer, params.train.lr, params.train.capability.weight) == (2, 2e-3, 0.1)
+    assert (params.train.layer, params.train.lr, params.train.capability.weight) == (3, 3e-3, 0.3)
 
 
 def test_every_field_is_described():

@@ -81,7 +81,10 @@ def test_interrupted_repro_resumes_and_reuses_earlier_stages(repo_copy: Path):
             "selection_steps": 2,
             "batch_size": 4,
             "drill_batch_size": 4,
+            "selection_batch_size": 4,
             "threads": 1,
+            "attempts": 1,  # a tiny build misses the targets: no retries
+            "scratch_attempts": 0,
         }
     )
     params["organism"]["eval"].update({"n_per_family": 4, "n_capability": 4})

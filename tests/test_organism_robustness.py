@@ -31,6 +31,9 @@ REDUCED = {
     "organism.train.anneal_steps": 100,
     "organism.eval.n_per_family": 48,
     "organism.eval.n_capability": 48,
+    # one attempt: a reduced build misses the full targets, and retries would only multiply its time
+    "organism.train.attempts": 1,
+    "organism.train.scratch_attempts": 0,
 }
 REDUCED_TARGETS = {"recall": 0.8, "deceives_other": 0.8, "honest_to_self": 0.8}
 
