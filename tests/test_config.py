@@ -133,6 +133,9 @@ def test_the_smollm2_pipeline_runs_the_paper_setting_into_its_own_outputs():
     smol, main = load_params(ROOT / "smollm2/params.yaml"), load_params(ROOT / "params.yaml")
     assert paper_differences(smol.train) == [] and smol.train.capability.weight == 0
     assert smol.model.name_or_path == "models/smollm2" and smol.evaluate.capability == "text"
+    # one machine: Ray Train's local mode, no Ray start-up per seed (issue 20)
+    deceiver = load_params(ROOT / "smollm2/deceiver/params.yaml")
+    assert smol.train.num_workers == 0 and deceiver.train.num_workers == 0
     assert smol.registry.name != main.registry.name
     for where in (
         lambda p: p.train.output_dir,
