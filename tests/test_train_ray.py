@@ -16,7 +16,7 @@ from torch.testing import assert_close
 
 from soo import ray_head
 from soo.errors import TrainError
-from soo.ray_train import run_training
+from soo.ray_train import TrainResult, export_adapter, run_training
 from soo.train_job import TrainJob
 from tests.conftest import ROOT
 from tests.tiny import tiny_setup
@@ -77,6 +77,28 @@ def reference(local_ray, setup, tmp_path_factory):
 
 def adapter(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_an_exported_adapter_names_its_base_as_params_do_not_by_checkout_path(tmp_path):
+    """Two clones at other paths train the same adapter: the exported files (and so DVC's hash)
+    must not carry the absolute path the workers loaded the base from."""
+    exported = []
+    for clone in ("a", "b"):
+        run = tmp_path / clone / "run"
+        run.mkdir(parents=True)
+        loaded = str(tmp_path / clone / "models" / "organism")
+        (run / "adapter_model.safetensors").write_bytes(b"weights")
+        (run / "README.md").write_text(f"base_model: {loaded}\n- base_model:adapter:{loaded}\n")
+        config = {"base_model_name_or_path": loaded, "target_modules": ["v_proj", "q_proj"]}
+        (run / "adapter_config.json").write_text(json.dumps(config))
+        out = export_adapter(TrainResult(run, {}), tmp_path / clone / "out", "models/organism")
+        exported.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert exported[0] == exported[1]
+    config = json.loads(exported[0]["adapter_config.json"])
+    assert config["base_model_name_or_path"] == "models/organism"
+    assert config["target_modules"] == ["q_proj", "v_proj"]
+    assert str(tmp_path).encode() not in exported[0]["README.md"]
+    assert b"base_model:adapter:models/organism" in exported[0]["README.md"]
 
 
 def job_for(setup, tmp_path, **train) -> TrainJob:

@@ -60,7 +60,11 @@ def _train(params, job: TrainJob, tracker, setting: str, started: float) -> dict
     marks = {"stage_start": time.time() - (time.perf_counter() - started), "fit": time.time()}
     result = run_training(job, storage)
     marks["fit_returned"] = time.time()
-    adapter = export_adapter(result, paths.adapter_dir(params, paths.model_name(seed, setting)))
+    adapter = export_adapter(
+        result,
+        paths.adapter_dir(params, paths.model_name(seed, setting)),
+        base_model=params.model.name_or_path,
+    )
     curve = result.summary.pop("curve")
     metrics = {"seed": seed, "setting": setting, "adapter": str(adapter), **result.summary}
     marks.update(metrics.pop("marks", {}))
