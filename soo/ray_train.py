@@ -235,18 +235,18 @@ def _root_cause(err: BaseException) -> str:
     return (lines[-1] if lines else type(err).__name__)[:300]
 
 
-def export_adapter(result: TrainResult, output_dir: Path, base_model: str | None = None) -> Path:
+def export_adapter(result: TrainResult, output_dir: Path, base_model: str) -> Path:
     """Copy the final peft adapter into `output_dir` atomically (a failure keeps the old one).
-    With `base_model` (the base as params name it, e.g. `models/organism`), the adapter's config
-    and model card name it so instead of the absolute path the workers loaded, so that the same
-    training gives the same bytes in any checkout."""
+    Its config and model card name the base as `base_model` (as params name it, e.g.
+    `models/organism`), not by the absolute path the workers loaded, so that the same training
+    gives the same bytes in any checkout."""
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     loaded_from = config.get("base_model_name_or_path")
     with atomic_folder(output_dir) as staging:
         card = result.adapter_dir / "README.md"
         if card.exists():
             text = card.read_text()
-            if base_model is not None and loaded_from:
+            if loaded_from:
                 text = text.replace(loaded_from, base_model)
             (staging / "README.md").write_text(text)
         shutil.copy2(result.adapter_dir / "adapter_model.safetensors", staging)
@@ -254,7 +254,6 @@ def export_adapter(result: TrainResult, output_dir: Path, base_model: str | None
         # sort it so the same training gives the same bytes (and the same DVC hash).
         if isinstance(config.get("target_modules"), list):
             config["target_modules"] = sorted(config["target_modules"])
-        if base_model is not None:
-            config["base_model_name_or_path"] = base_model
+        config["base_model_name_or_path"] = base_model
         (staging / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     return output_dir

@@ -149,7 +149,7 @@ def main(params_path: str = "params.yaml") -> dict:
         result = run_training(job, storage)
         scratch = Path(tempfile.mkdtemp(prefix="deceiver-adapter-"))
         try:
-            adapter = export_adapter(result, scratch / "adapter")
+            adapter = export_adapter(result, scratch / "adapter", params.model.name_or_path)
             # judged before it may replace the previous deceiver
             candidate = Path(d.output_dir).with_name(f"{Path(d.output_dir).name}.candidate")
             out = merge(job.model["name_or_path"], adapter, candidate, params)
