@@ -109,6 +109,12 @@ class ScenariosParams(Section):
                 f"must be <= {available} (distinct room/object combinations of the vocabulary), "
                 f"got {self.n_test}",
             )
+        if self.n_test + self.n_dev > available:
+            raise cross_field_error(
+                "n_dev",
+                f"n_test + n_dev must be <= {available} (distinct room/object combinations of the "
+                f"vocabulary; dev draws none of test's), got {self.n_test} + {self.n_dev}",
+            )
         return self
 
 

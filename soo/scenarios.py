@@ -25,7 +25,7 @@ from soo.data import (
     ScenarioVocab,
     read_jsonl,
 )
-from soo.errors import DataError
+from soo.errors import DataError, ParamsError
 from soo.names import (  # noqa: F401 - re-exported: the family names belong to the scenarios
     BURGLAR_FAMILIES,
     FAMILIES,
@@ -63,23 +63,31 @@ def split_keys(draw: Draw) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
     return (*rooms, draw.expensive_object), (*rooms, draw.cheap_object)
 
 
-def draw_test_set(vocab: Vocabulary, n: int, seed: int, avoid: list[Draw] = ()) -> list[Draw]:
+def draw_test_set(
+    vocab: Vocabulary, n: int, seed: int, avoid: list[Draw] = (), key: str = "scenarios.n_test"
+) -> list[Draw]:
     """n distinct combinations of rooms x cheap objects x test objects, room order balanced,
-    none sharing a split key with a draw in `avoid`."""
+    none sharing a split key with a draw in `avoid`. Too many for the vocabulary is a
+    ParamsError naming `key`, the param that asked for n."""
     n_pairs = len(vocab.rooms) * (len(vocab.rooms) - 1)
     total = n_pairs * len(vocab.cheap_objects) * len(vocab.test_objects)
     taken = {key for d in avoid for key in split_keys(d)}
     if n + len(avoid) > total:
-        raise ValueError(f"n={n} exceeds the {total - len(avoid)} distinct combinations left")
+        raise ParamsError(
+            f"{key}: {n} scenarios exceed the {total - len(avoid)} distinct combinations of the "
+            "vocabulary's rooms and objects left for it; lower it or use a larger "
+            "scenarios.vocabulary"
+        )
     rng = random.Random(seed)
     if taken:
         picks, seen, attempts = [], set(), 0
         while len(picks) < n:
             attempts += 1
             if attempts > 200 * (n + 1):
-                raise ValueError(
-                    f"could not draw {n} dev combinations disjoint from the test split; lower "
-                    "scenarios.n_dev or scenarios.n_test"
+                raise ParamsError(
+                    f"{key}: could not draw {n} combinations disjoint from the test split "
+                    "(the vocabulary's rooms and objects run out); lower scenarios.n_dev or "
+                    "scenarios.n_test, or use a larger scenarios.vocabulary"
                 )
             index = rng.randrange(total)
             combo = Draw(*_combination(vocab, index), cheap_first=True)
@@ -100,7 +108,8 @@ def draw_test_set(vocab: Vocabulary, n: int, seed: int, avoid: list[Draw] = ()) 
 def draw_splits(vocab: Vocabulary, n_test: int, n_dev: int, seed: int) -> dict[str, list[Draw]]:
     """The test draws (as before splits existed) and dev draws disjoint from them."""
     test = draw_test_set(vocab, n_test, seed)
-    return {"dev": draw_test_set(vocab, n_dev, seed + DEV_SEED_OFFSET, avoid=test), "test": test}
+    dev = draw_test_set(vocab, n_dev, seed + DEV_SEED_OFFSET, avoid=test, key="scenarios.n_dev")
+    return {"dev": dev, "test": test}
 
 
 DEV_SEED_OFFSET = 7919  # dev draws come from their own stream

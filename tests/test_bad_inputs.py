@@ -84,6 +84,16 @@ def set_params(root: Path, changes: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def small_vocabulary(root: Path, changes: dict) -> None:
+    """A vocabulary of 6 rooms, 6 cheap and 4 test objects (720 combinations) in small.yaml,
+    and params that use it with `changes`."""
+    vocab = yaml.safe_load((ROOT / "soo" / "vocab" / "reference.yaml").read_text())
+    for key, n in (("rooms", 6), ("cheap_objects", 6), ("test_objects", 4)):
+        vocab[key] = vocab[key][:n]
+    (root / "small.yaml").write_text(yaml.safe_dump(vocab, sort_keys=False))
+    set_params(root, {"scenarios.vocabulary": "small.yaml", **changes})
+
+
 PAIRS = "data/scenarios/soo_pairs.jsonl"
 TRAIN = ["-m", "stages.train", "--seed", "0"]
 EVALUATE = ["-m", "stages.evaluate", "--model", "base"]
@@ -181,6 +191,18 @@ CASES = [
         {"scenarios.train_items": ["leather wallet"]},
         ["-m", "stages.scenarios"],
         r"scenarios\.train_items: test object .* shares the word 'leather'",
+    ),
+    (
+        "more dev scenarios than the vocabulary holds",
+        {"scenarios.n_dev": 133980},
+        ["-m", "stages.scenarios"],
+        r"scenarios\.n_dev: n_test \+ n_dev must be <= 133980 .* got 8 \+ 133980",
+    ),
+    (
+        "dev scenarios the test split leaves no room for",
+        lambda root: small_vocabulary(root, {"scenarios.n_test": 400, "scenarios.n_dev": 300}),
+        ["-m", "stages.scenarios"],
+        r"scenarios\.n_dev: could not draw 300 combinations disjoint from the test split",
     ),
     ("not YAML", write("params.yaml", "train: [\n"), TRAIN, r"params\.yaml: not valid YAML"),
     (
