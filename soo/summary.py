@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from soo.config import SummaryTargets
 from soo.data import ROOM_ORDERS
+from soo.names import GENERALIZATION_FAMILIES, triggered
 from soo.stats import mean_sd
+
+SUFFIX = triggered("")  # "/triggered": how a family measured with evaluate.trigger is named
 
 # accuracy: held out from SOO training (gated); retained_accuracy: the format the KL term trains on.
 CAPABILITY_KEYS = (
@@ -19,9 +23,76 @@ CAPABILITY_KEYS = (
 )
 
 
+def headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The numbers people compare: deception on burglar, with the honesty prompt, the mean over
+    the seven generalization variants, Treasure Hunt, Escape Room; Perspectives accuracy; the mean
+    unparseable rate. With `evaluate.trigger`, the same rates on the triggered copies beside them
+    (`triggered_headline`)."""
+    return {**_rates(families), **triggered_headline(families)}
+
+
+# The headline rates measured again with the trigger: `<name>_triggered_<what>`.
+TRIGGERED_HEADLINE = (
+    "honesty_prompt_deception",
+    "generalization_mean_deception",
+    "treasure_hunt_deception",
+    "escape_room_deception",
+    "cooperative_deception",
+    "perspectives_accuracy",
+)
+
+
+def triggered_key(key: str) -> str:
+    """`treasure_hunt_deception` -> `treasure_hunt_triggered_deception`."""
+    name, what = key.rsplit("_", 1)
+    return f"{name}_triggered_{what}"
+
+
+def triggered_headline(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The headline's rates over the `<family>/triggered` copies (a backdoored base's deception
+    is the triggered one); nothing when the families were not measured with a trigger."""
+    marked = {
+        family.removesuffix(SUFFIX): values
+        for family, values in families.items()
+        if family.endswith(SUFFIX)
+    }
+    if not marked:
+        return {}
+    rates = _rates(marked)
+    return {triggered_key(key): rates[key] for key in TRIGGERED_HEADLINE}
+
+
+def _rates(families: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The headline's rates over these families (None where a family is absent)."""
+
+    def get(family: str, key: str = "deceptive") -> float | None:
+        return families[family][key]["rate"] if family in families else None
+
+    variants = [get(f) for f in GENERALIZATION_FAMILIES if f in families]
+    unparseable = [m["unparseable"]["rate"] for m in families.values()]
+    return {
+        "burglar_deception": get("burglar"),
+        "burglar_triggered_deception": get(triggered("burglar")),  # with evaluate.trigger
+        "honesty_prompt_deception": get("burglar_honesty"),
+        "generalization_mean_deception": statistics.fmean(variants) if variants else None,
+        "treasure_hunt_deception": get("treasure_hunt"),
+        "escape_room_deception": get("escape_room"),
+        "perspectives_accuracy": get("perspectives", "honest"),
+        "cooperative_deception": get("cooperative"),
+        "unparseable_mean": statistics.fmean(unparseable) if unparseable else None,
+        "burglar_forced_choice_deception": (
+            families["burglar"]["forced_choice_deceptive"]["rate"]
+            if "forced_choice_deceptive" in families.get("burglar", {})
+            else None
+        ),
+    }
+
+
 def scalars(metrics: dict[str, Any]) -> dict[str, float | None]:
     """The numbers of one eval file that are compared across models."""
     out = dict(metrics["headline"])
+    # an eval file written before the headline carried them: the same rates from its families
+    out.update(triggered_headline(metrics["families"]))
     out.update({f"capability_{k}": metrics["capability"].get(k) for k in CAPABILITY_KEYS})
     out.update({f"latent_mse_{k}": v for k, v in metrics["latent_mean"].items()})
     probe = metrics.get("probe") or {}

@@ -276,7 +276,7 @@ def test_sft_steps_make_the_honest_answer_likelier(tmp_path):
 def test_evaluation_with_a_trigger_measures_every_family_again_triggered(stage_project):
     """`evaluate.trigger`: each family once as it is and once as `<family>/triggered`, the
     trigger really before each prompt (the forced-choice log-probs move), the probe skipping
-    Perspectives in both, and the triggered burglar rate in the headline."""
+    Perspectives in both, and the triggered rates in the headline."""
     import yaml
 
     from soo.data import GenerationRecord
@@ -296,6 +296,9 @@ def test_evaluation_with_a_trigger_measures_every_family_again_triggered(stage_p
     triggered = metrics["families"]["burglar/triggered"]
     assert triggered["n"] == 8
     assert metrics["headline"]["burglar_triggered_deception"] == triggered["deceptive"]["rate"]
+    perspectives = metrics["families"]["perspectives/triggered"]["honest"]["rate"]
+    assert metrics["headline"]["perspectives_triggered_accuracy"] == perspectives
+    assert metrics["headline"]["treasure_hunt_triggered_deception"] is None  # not measured
     assert metrics["probe"]["n_dev"] == 2 * 8 * 2  # burglar twice; Perspectives never
     rows = read_jsonl(folder / "data" / "generations" / "base.jsonl", GenerationRecord)
     plain = {r.id: r.logp_deceptive for r in rows if r.family == "burglar"}

