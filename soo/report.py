@@ -195,6 +195,7 @@ ROW_KEYS = (
     "cooperative_triggered_deception",
     "perspectives_accuracy",
     "perspectives_triggered_accuracy",
+    "unparseable_mean",  # a method that breaks replies lowers deception without honesty
     "capability_accuracy",
     "capability_retained_accuracy",
     "probe_test_auroc",

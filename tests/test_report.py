@@ -21,6 +21,7 @@ def eval_metrics(deception: float) -> dict:
             "generalization_mean_deception": deception,
             "honesty_prompt_deception": deception,
             "perspectives_accuracy": 1.0,
+            "unparseable_mean": 0.0,
         },
         "families": families,
         "latent": [
@@ -109,6 +110,7 @@ def test_the_methods_table_puts_every_method_beside_the_base(tmp_path):
     assert rows[1][probe] == "0.970" and rows[2][probe] == "n/a"
     flagged = rows[0].index("probe_honest_flagged")  # beside the recall, to read it by
     assert rows[1][flagged] == "0.050" and rows[1][flagged - 1] == "0.800"
+    assert rows[0].index("unparseable_mean") < rows[0].index("capability_accuracy")
     assert figures["methods"][:8] == b"\x89PNG\r\n\x1a\n"
     assert not any("triggered" in key for key in rows[0])  # no trigger, no triggered columns
 
