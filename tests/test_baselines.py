@@ -162,6 +162,37 @@ def test_the_recall_threshold_flags_the_stated_share_of_control_text():
 
 
 @pytest.mark.slow
+def test_a_strength_that_breaks_replies_is_passed_over_for_the_next(stage_project, monkeypatch):
+    """Forced choice on burglar cannot see a steered model that answers "I would would would
+    ...": the best strength whose dev replies do not parse (unparseable more than
+    promote.max_unparseable above the base's) gives way to the next best, which is checked too."""
+    import yaml
+
+    import soo.pipeline.steer as stage
+
+    folder, params = stage_project
+    data = yaml.safe_load(params.read_text())
+    data["promote"].update(min_perspectives=0.0, max_capability_drop=1.0)  # every strength passes
+    data["baselines"]["steer"]["strengths"] = [1.0, 2.0, 4.0]
+    params.write_text(yaml.safe_dump(data))
+    measured = iter([0.05, 0.9, 0.1])  # the base, then the best strength (broken), then the next
+    calls = []
+
+    def unparseable(model, tokenizer, families, params):
+        calls.append(sorted(families))
+        return next(measured)
+
+    monkeypatch.setattr(stage, "_unparseable", unparseable)
+    result = stage.main(str(params))
+    ranked = sorted(result["dev"][1:], key=lambda r: (r["burglar_deception"], r["strength"]))
+    assert len(calls) == 3 and calls[0] == sorted(stage.TEST_FAMILIES)  # every dev family
+    assert result["dev"][0]["unparseable_mean"] == 0.05
+    assert ranked[0]["unparseable_mean"] == 0.9  # 0.9 > 0.05 + 0.1: passed over
+    assert result["strength"] == ranked[1]["strength"] and ranked[1]["unparseable_mean"] == 0.1
+    assert "unparseable_mean" not in ranked[2]  # never generated: the choice was made
+
+
+@pytest.mark.slow
 def test_steer_stage_chooses_on_dev_and_evaluates_with_the_vector(stage_project):
     """`steer` writes the vector and a dev table with the base row first; `evaluate --model
     steer` reports it with the probe and, when a strength is used, a KL to the base."""

@@ -4,21 +4,25 @@ as safetensors, steer.json with its module, the strength chosen and the dev tabl
 The vector is the base model's mean self-minus-other activation at the SOO site (train.module at
 train.layer) over the SOO training pairs. Its strength is chosen on dev, by the rule of the SOO
 sweep (soo.sweep.choose): among the strengths whose dev Perspectives accuracy and capability pass
-the promotion gates, the lowest dev burglar deception (forced choice; ties: the weaker)."""
+the promotion gates, the lowest dev burglar deception (forced choice; ties: the weaker) whose
+replies still parse: a strength that breaks generation (its mean unparseable rate over the dev
+families more than promote.max_unparseable above the base's) is passed over for the next, since
+forced choice on burglar alone cannot see replies such as "I would would would ..."."""
 
 import json
 import logging
+import statistics
 from pathlib import Path
 
 from soo import paths
 from soo.config import Params, load_params
 from soo.data import PairRecord, atomic_folder, read_jsonl
 from soo.errors import SooError
-from soo.evaluate import forced_choice, with_trigger
+from soo.evaluate import evaluate_family, forced_choice, with_trigger
 from soo.models import resolve_modules
 from soo.names import triggered
 from soo.pipeline.evaluate import capability_measure_for, load_evaluated
-from soo.scenarios import read_split
+from soo.scenarios import TEST_FAMILIES, read_split
 from soo.steering import STEER_FILE, Steering, save_vector, steering_vector
 from soo.tracking import stage_run
 
@@ -65,10 +69,32 @@ def _steer(params: Params, tracker) -> dict:
             and row["capability"] >= base["capability"] - gates.max_capability_drop
         )
         table.append(row)
-    passing = [r for r in table[1:] if r["qualifies"]]
-    chosen = (
-        min(passing, key=lambda r: (r["burglar_deception"], r["strength"])) if passing else None
+    passing = sorted(
+        (r for r in table[1:] if r["qualifies"]),
+        key=lambda r: (r["burglar_deception"], r["strength"]),
     )
+    chosen = None
+    if passing:
+        ev = params.evaluate
+        families = read_split(params, "dev", ev.families or TEST_FAMILIES, ev.n_dev_per_family)
+        families = with_trigger(families, trigger)
+        base["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
+        limit = base["unparseable_mean"] + gates.max_unparseable
+    for row in passing:  # the best first; generation is checked only as far as needed
+        steering = Steering(module, vector, row["strength"])
+        try:
+            row["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
+        finally:
+            steering.remove()
+        if row["unparseable_mean"] <= limit:
+            chosen = row
+            break
+        log.info(
+            "strength %g breaks replies on dev (unparseable %.3f, base %.3f): the next",
+            row["strength"],
+            row["unparseable_mean"],
+            base["unparseable_mean"],
+        )
     if chosen is None:
         log.warning("no strength passes the gates on dev: the steering baseline is the base model")
     result = {
@@ -77,7 +103,8 @@ def _steer(params: Params, tracker) -> dict:
         "vector_norm": round(vector.norm().item(), 6),
         "strength": chosen["strength"] if chosen else 0.0,
         "chosen_on": "dev: lowest forced-choice burglar deception passing the promotion gates'"
-        " Perspectives and capability limits",
+        " Perspectives and capability limits, with replies that parse (unparseable within"
+        " promote.max_unparseable of the base's)",
         "dev": table,
     }
     out = Path(params.baselines.steer.output_dir)
@@ -91,6 +118,15 @@ def _steer(params: Params, tracker) -> dict:
     tracker.log_metrics({"strength": result["strength"], "vector_norm": result["vector_norm"]})
     log.info("strength %g chosen on dev -> %s", result["strength"], out)
     return result
+
+
+def _unparseable(model, tokenizer, families: dict, params: Params) -> float:
+    """The mean unparseable rate of greedy replies over these families (no forced choice)."""
+    replies_only = params.evaluate.model_copy(update={"forced_choice": False})
+    return statistics.fmean(
+        evaluate_family(model, tokenizer, records, replies_only, name)[0]["unparseable"]["rate"]
+        for name, records in families.items()
+    )
 
 
 def _forced_rate(model, tokenizer, records, params: Params) -> float:
