@@ -71,7 +71,7 @@ def draw_test_set(
     ParamsError naming `key`, the param that asked for n."""
     n_pairs = len(vocab.rooms) * (len(vocab.rooms) - 1)
     total = n_pairs * len(vocab.cheap_objects) * len(vocab.test_objects)
-    taken = {key for d in avoid for key in split_keys(d)}
+    taken = {split_key for d in avoid for split_key in split_keys(d)}
     if n + len(avoid) > total:
         raise ParamsError(
             f"{key}: {n} scenarios exceed the {total - len(avoid)} distinct combinations of the "

@@ -73,28 +73,7 @@ def _steer(params: Params, tracker) -> dict:
         (r for r in table[1:] if r["qualifies"]),
         key=lambda r: (r["burglar_deception"], r["strength"]),
     )
-    chosen = None
-    if passing:
-        ev = params.evaluate
-        families = read_split(params, "dev", ev.families or TEST_FAMILIES, ev.n_dev_per_family)
-        families = with_trigger(families, trigger)
-        base["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
-        limit = base["unparseable_mean"] + gates.max_unparseable
-    for row in passing:  # the best first; generation is checked only as far as needed
-        steering = Steering(module, vector, row["strength"])
-        try:
-            row["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
-        finally:
-            steering.remove()
-        if row["unparseable_mean"] <= limit:
-            chosen = row
-            break
-        log.info(
-            "strength %g breaks replies on dev (unparseable %.3f, base %.3f): the next",
-            row["strength"],
-            row["unparseable_mean"],
-            base["unparseable_mean"],
-        )
+    chosen = _first_that_parses(passing, model, tokenizer, module, vector, base, params)
     if chosen is None:
         log.warning("no strength passes the gates on dev: the steering baseline is the base model")
     result = {
@@ -118,6 +97,34 @@ def _steer(params: Params, tracker) -> dict:
     tracker.log_metrics({"strength": result["strength"], "vector_norm": result["vector_norm"]})
     log.info("strength %g chosen on dev -> %s", result["strength"], out)
     return result
+
+
+def _first_that_parses(passing, model, tokenizer, module, vector, base, params: Params):
+    """The first row of `passing` (best first) whose steered greedy replies on every dev family
+    are unparseable no more than promote.max_unparseable above the base's; None when none is.
+    Generation runs only as far as needed; each checked row (and the base) records its rate."""
+    if not passing:
+        return None
+    ev = params.evaluate
+    families = read_split(params, "dev", ev.families or TEST_FAMILIES, ev.n_dev_per_family)
+    families = with_trigger(families, ev.trigger)
+    base["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
+    limit = base["unparseable_mean"] + params.promote.max_unparseable
+    for row in passing:
+        steering = Steering(module, vector, row["strength"])
+        try:
+            row["unparseable_mean"] = _unparseable(model, tokenizer, families, params)
+        finally:
+            steering.remove()
+        if row["unparseable_mean"] <= limit:
+            return row
+        log.info(
+            "strength %g breaks replies on dev (unparseable %.3f, base %.3f): the next",
+            row["strength"],
+            row["unparseable_mean"],
+            base["unparseable_mean"],
+        )
+    return None
 
 
 def _unparseable(model, tokenizer, families: dict, params: Params) -> float:
