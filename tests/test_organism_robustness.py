@@ -1,13 +1,14 @@
 """A recipe change that makes the organism fragile fails here.
 
 The check itself is the DVC stage in robustness/dvc.yaml: the organism built for seeds 0 and 1
-under two CPU math code paths (another machine's floats), each build bound to bind objects to
-rooms and make the self/other decision. Four builds take about 45 minutes on 2 cores (binding is
-a phase change after 600-2000 drill steps, and no reduced recipe tried binds and decides within a
-few minutes: docs/organism_robustness.md), so CI does not rebuild them: it fails while the stage is
-stale (the recipe, its code or the scenarios changed since the table was made) or while a row of
-the table misses a bound. `dvc repro robustness/dvc.yaml` makes them current again, and it writes
-the table only when every build passes.
+under two CPU math code paths (the second standing in for another machine), each build bound to
+bind objects to rooms and make the self/other decision. Four builds take about 45 minutes on 2
+cores (binding is a phase change after 600-2000 drill steps, and no reduced recipe tried binds and
+decides within a few minutes: docs/organism_robustness.md), so CI does not rebuild them: it fails
+while robustness/dvc.lock does not match the recipe's code, its params and the scenarios, while the
+table was made with another torch, or while a row of the table misses a bound.
+`dvc repro robustness/dvc.yaml` makes them current again; it writes the table only when every
+build passes.
 """
 
 import importlib.util
@@ -15,12 +16,13 @@ import json
 import subprocess
 import sys
 
+import torch
 import yaml
 
 from tests.conftest import ROOT
 
 STAGE = "robustness/dvc.yaml"
-TABLE = "metrics/organism_robustness.json"
+TABLE = "robustness/organism_robustness.json"
 
 
 def _script():
@@ -42,7 +44,7 @@ def _stale(repo) -> dict:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout or "{}")
+    return json.loads(done.stdout)
 
 
 def test_the_robustness_table_is_current_for_this_recipe(repo_copy):
@@ -55,10 +57,21 @@ def test_the_robustness_table_is_current_for_this_recipe(repo_copy):
 
 
 def test_a_recipe_change_makes_the_table_stale(repo_copy):
+    # Record this tree's hashes in the copy's lock first, so only the change below can show.
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "commit", "-f", STAGE],
+        cwd=repo_copy,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _stale(repo_copy) == {}
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["organism"]["train"]["lr"] = 1e-3
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "organism_robustness" in json.dumps(_stale(repo_copy))
+    changed = _stale(repo_copy)[f"{STAGE}:organism_robustness"]
+    assert {"changed deps": {"params.yaml": {"organism": "modified"}}} in changed, changed
 
 
 def test_every_build_of_the_table_binds_and_decides_on_two_seeds_and_two_code_paths():
@@ -79,6 +92,10 @@ def test_every_build_of_the_table_binds_and_decides_on_two_seeds_and_two_code_pa
         by_seed.setdefault(row["seed"], set()).add(row["weights_md5"])
     assert all(len(md5s) == 2 for md5s in by_seed.values()), by_seed
     for row in rows:
+        assert row["environment"]["torch"] == torch.__version__, (
+            f"the table was made with torch {row['environment']['torch']}, this environment has "
+            f"{torch.__version__}: run `dvc repro {STAGE}`"
+        )
         variables = row["environment"]["variables"]
         if row["path"] == "avx2":
             assert variables["MKL_CBWR"] == "AVX2", variables
@@ -91,8 +108,10 @@ def test_a_build_that_misses_a_bound_or_has_no_metrics_is_named_in_one_line_each
     passing = {"seed": 0, "path": "default", "rc": 0, "checks": dict(script.CHECKS)}
     undecided = {**passing, "seed": 1, "checks": {**script.CHECKS, "deceives_other": 0.41}}
     crashed = {"seed": 1, "path": "avx2", "rc": 2}
+    failed_late = {**passing, "path": "avx2", "rc": 1}
     assert script.failures([passing]) == []
-    assert script.failures([passing, undecided, crashed]) == [
+    assert script.failures([passing, undecided, crashed, failed_late]) == [
         "seed 1 default: deceives_other 0.410 < 0.8",
         "seed 1 avx2: no metrics (exit 2; see its build.log)",
+        "seed 0 avx2: exit 1 (see its build.log)",
     ]
