@@ -63,6 +63,19 @@ def write_params(tmp_path: Path):
     return write
 
 
+def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A real `dvc` command in cwd, with this interpreter's environment first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300

@@ -10,20 +10,9 @@ import pytest
 import yaml
 
 from soo.scenarios import PAIR_FAMILIES, TEST_FAMILIES
+from tests.conftest import dvc
 
 pytestmark = pytest.mark.slow
-
-
-def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_dvc_repro_scenarios_writes_every_family_and_caches(repo_copy: Path):

@@ -13,13 +13,11 @@ build passes.
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import torch
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, dvc
 
 STAGE = "robustness/dvc.yaml"
 TABLE = "robustness/organism_robustness.json"
@@ -36,13 +34,7 @@ def _script():
 
 def _stale(repo) -> dict:
     """What `dvc status` finds changed in the robustness stage ({} when it is current)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json", STAGE],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = dvc("status", "--json", STAGE, cwd=repo)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
@@ -58,13 +50,7 @@ def test_the_robustness_table_is_current_for_this_recipe(repo_copy):
 
 def test_a_recipe_change_makes_the_table_stale(repo_copy):
     # Record this tree's hashes in the copy's lock first, so only the change below can show.
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "commit", "-f", STAGE],
-        cwd=repo_copy,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = dvc("commit", "-f", STAGE, cwd=repo_copy)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _stale(repo_copy) == {}
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
