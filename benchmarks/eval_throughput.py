@@ -81,8 +81,9 @@ def run_flops(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "models" / "organism"))
+    # dev prompts: a speed figure needs no test record (and benchmarks/dvc.yaml depends on these)
     parser.add_argument(
-        "--scenarios", default=str(ROOT / "data" / "scenarios" / "test" / "burglar.jsonl")
+        "--scenarios", default=str(ROOT / "data" / "scenarios" / "dev" / "burglar.jsonl")
     )
     parser.add_argument("--n", type=int, default=256, help="prompts")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -3,9 +3,9 @@
 
 Ours (soo.train.train_step, what every Ray worker runs): one forward over the concatenated
 self+other batch with dynamic padding; in the paper's setting it stops after the SOO layer (o_proj
-at ~60% depth), MSE, LoRA only up to that layer; the shipped setting adds what params.yaml adds
-(the organism: the MLP output at 0.75 depth, LoRA r32 on q_proj, and the capability KL, which
-needs a full forward over neutral rows plus a base forward). Released (a faithful
+at ~60% depth), MSE, LoRA only up to that layer; the shipped setting is params.yaml's `train`
+(today o_proj at layer 3, LoRA r 32 on q_proj, and the capability KL, which needs a full forward
+over neutral rows plus a base forward). Released (a faithful
 re-implementation of agencyenterprise/SOO-Honest-AI's loop): two forwards (self, then other) each
 padded to 128 tokens with EOS on the tokenizer's side, full logits, KL(other || self) summed over
 every position and divided by the batch, batch 4, gradient accumulation 4 with the losses added
