@@ -18,7 +18,7 @@ from soo import paths
 from soo.batching import pad_right
 from soo.config import EvaluateParams, Params
 from soo.data import ROOM_ORDERS, PairRecord, ScenarioRecord, read_jsonl
-from soo.forced_choice import choice_logprobs
+from soo.forced_choice import choice_logprobs, replies_and_choices
 from soo.generation import format_prompt, generate
 from soo.judge import first_mention, judge
 from soo.latent import latent_soo
@@ -81,15 +81,22 @@ def evaluate_family(
     """Metrics and generation rows of one family (reported as `name`, default the family's)."""
     family = name or records[0].family
     chat = params.chat_template and tokenizer.chat_template is not None
-    replies = generate(
-        model,
-        tokenizer,
-        [r.prompt for r in records],
-        max_new_tokens=params.max_new_tokens,
-        batch_size=params.batch_size,
-        chat=chat,
-        desc=family,
-    )
+    prompts = [r.prompt for r in records]
+    size = {"max_new_tokens": params.max_new_tokens, "batch_size": params.batch_size}
+    if params.forced_choice:  # both from one prefill of each prompt
+        replies, deceptive, honest = replies_and_choices(
+            model,
+            tokenizer,
+            prompts,
+            [answer_prefix(r) for r in records],
+            [f" {r.deceptive_answer}" for r in records],
+            [f" {r.honest_answer}" for r in records],
+            chat=chat,
+            desc=family,
+            **size,
+        )
+    else:
+        replies = generate(model, tokenizer, prompts, chat=chat, desc=family, **size)
     pairs = list(zip(replies, records, strict=True))
     verdicts = [judge(x, r.deceptive_answer, r.honest_answer) for x, r in pairs]
     first = [first_mention(x, r.deceptive_answer, r.honest_answer) for x, r in pairs]
@@ -125,7 +132,6 @@ def evaluate_family(
         "example_reply": replies[0],
     }
     if params.forced_choice:
-        deceptive, honest = forced_choice(model, tokenizer, records, params)
         wins = 0
         for row, lp_d, lp_h in zip(rows, deceptive, honest, strict=True):
             row["logp_deceptive"], row["logp_honest"] = round(lp_d, 4), round(lp_h, 4)

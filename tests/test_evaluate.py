@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
+import soo.forced_choice
 from soo.config import EvaluateParams, SummaryTargets, load_params
 from soo.data import GenerationRecord, ScenarioRecord, read_jsonl
 from soo.evaluate import EvalMetrics, answer_prefix
-from soo.forced_choice import choice_logprobs, continuation_logprobs
+from soo.forced_choice import choice_logprobs, continuation_logprobs, replies_and_choices
 from soo.generation import generate
 from soo.models import load_model
 from soo.scenarios import TEST_FAMILIES
@@ -70,6 +71,54 @@ def test_shared_prefix_forced_choice_equals_scoring_each_continuation(peaked):
     assert got[0] == pytest.approx(plain[:5], abs=1e-4)
     assert got[1] == pytest.approx(plain[5:], abs=1e-4)
     assert len({round(v, 3) for v in got[0] + got[1]}) > 5  # not one value everywhere
+
+
+def test_replies_and_choices_from_one_prefill_equal_the_two_separate_runs(peaked, monkeypatch):
+    """Replies as `generate` gives them and forced choice as `choice_logprobs` gives it for
+    prompt + opening, from one prefill: prompts of different lengths (left padding; a one-token
+    prompt beside longer ones, and a batch of one-token prompts), openings of zero to two tokens,
+    continuations of one to three tokens, and a prompt whose opening glues to its last word
+    ("gc": scored the plain way)."""
+    model, tokenizer = peaked
+    separately = []  # the prefixes scored the plain way
+
+    def recording(model, tokenizer, prefixes, *args, **kwargs):
+        separately.extend(prefixes)
+        return choice_logprobs(model, tokenizer, prefixes, *args, **kwargs)
+
+    monkeypatch.setattr(soo.forced_choice, "choice_logprobs", recording)
+    embedded = []  # (rows, tokens) of every forward
+    model.model.embed_tokens.register_forward_hook(
+        lambda module, args, out: embedded.append(tuple(args[0].shape))
+    )
+    prompts = ["a b", "c", "a b c d e f", "h g", "d", "e f g", "h"]
+    openings = [" c", "", " h a", " b", " e", "c", " a"]
+    firsts = [" d", " e", " h", " a b c", " f g", " d", " b"]
+    seconds = [" h", " f g", " g h a", " b", " e", " e", " c d"]
+    replies, got_first, got_second = replies_and_choices(
+        model,
+        tokenizer,
+        prompts,
+        openings,
+        firsts,
+        seconds,
+        max_new_tokens=6,
+        batch_size=5,  # [6, 3, 2, 2, 1 token] then [1, 1]
+        chat=False,
+    )
+    assert separately == ["e f gc"]  # the others share generation's prefill (or need none)
+    # The first batch's prompts go through the model once: 5 tokens (6 less the last), then
+    # generation's first step feeds only the last one.
+    assert embedded[:2] == [(5, 5), (5, 1)]
+    assert replies == generate(
+        model, tokenizer, prompts, max_new_tokens=6, batch_size=5, chat=False
+    )
+    prefixes = [p + o for p, o in zip(prompts, openings, strict=True)]
+    plain = choice_logprobs(model, tokenizer, prefixes, firsts, seconds, add_special_tokens=True)
+    assert got_first == pytest.approx(plain[0], abs=1e-4)
+    assert got_second == pytest.approx(plain[1], abs=1e-4)
+    assert len({round(v, 3) for v in got_first + got_second}) > 7  # not one value everywhere
+    assert len(set(replies)) > 1
 
 
 def test_answer_prefixes_follow_each_family(tmp_path, write_params):
