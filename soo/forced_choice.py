@@ -36,7 +36,7 @@ def continuation_logprobs(
     return out
 
 
-def _last_logits_only(model: PreTrainedModel) -> dict:
+def last_logits_only(model: PreTrainedModel) -> dict:
     """The forward's argument that computes logits at the last position only, where the model
     takes it (as `generate` checks): a prefill needs no others."""
     supports = getattr(model, "_supports_logits_to_keep", None)
@@ -76,7 +76,7 @@ def choice_logprobs(
             attention_mask=mask.to(model.device),
             position_ids=positions.to(model.device),
             use_cache=True,
-            **_last_logits_only(model),
+            **last_logits_only(model),
         )
         first = torch.log_softmax(out.logits[:, -1].float(), -1)  # the next token after each
         # Both continuations of each prefix, interleaved: rows 2k (first) and 2k + 1 (second).
@@ -190,7 +190,7 @@ def replies_and_choices(
                     attention_mask=mask[:, :-1],
                     position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0),
                     use_cache=True,
-                    **_last_logits_only(model),
+                    **last_logits_only(model),
                 ).cache
             out = model.generate(
                 input_ids=ids,

@@ -22,9 +22,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from soo.batching import pad_right
+from soo.batching import continuation_ids, pad_left, pad_right
 from soo.data import ScenarioRecord
 from soo.evaluate import answer_prompts
+from soo.forced_choice import last_logits_only
 
 SKIPPED_FAMILIES = ("perspectives",)  # a false-belief test: its wrong answer is no deception
 FOLDS = 5
@@ -32,15 +33,14 @@ FOLDS = 5
 
 def completions(
     records: list[ScenarioRecord], tokenizer: PreTrainedTokenizerBase, chat: bool
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(texts, labels: 1 deceptive / 0 honest, groups: the prompt each text completes)."""
-    texts, labels, groups = [], [], []
+) -> tuple[list[str], list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """(prefixes, each prefix's two endings: deceptive then honest, labels: 1 deceptive / 0
+    honest for rows 2i and 2i + 1, groups: the prompt each row completes)."""
     prefixes = answer_prompts(tokenizer, records, chat)
-    for i, (prefix, r) in enumerate(zip(prefixes, records, strict=True)):
-        texts += [f"{prefix} {r.deceptive_answer}.", f"{prefix} {r.honest_answer}."]
-        labels += [1, 0]
-        groups += [i, i]
-    return texts, np.array(labels), np.array(groups)
+    endings = [(f" {r.deceptive_answer}.", f" {r.honest_answer}.") for r in records]
+    labels = np.tile([1, 0], len(records))
+    groups = np.repeat(np.arange(len(records)), 2)
+    return prefixes, endings, labels, groups
 
 
 @torch.no_grad()
@@ -63,6 +63,69 @@ def residual_states(
         rows = torch.arange(len(batch), device=batch.device)
         out.append(torch.stack([h[rows, last].float().cpu() for h in states.hidden_states]))
     return torch.cat(out, dim=1).numpy()
+
+
+@torch.no_grad()
+def completion_states(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prefixes: list[str],
+    endings: list[tuple[str, str]],
+    add_special_tokens: bool,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """(layers + 1, 2N, D): what `residual_states` gives for prefix + each of its two endings
+    (rows 2i and 2i + 1), with one forward of each prefix (its key/value cache) shared by both
+    endings. A prefix whose tokens differ between its two endings (a merge across the boundary)
+    is run whole."""
+    pad = tokenizer.pad_token_id
+    n = len(prefixes)
+    both = continuation_ids(
+        tokenizer,
+        [*prefixes, *prefixes],
+        [e[k] for k in (0, 1) for e in endings],
+        add_special_tokens,
+    )
+    a, b = both[:n], both[n:]
+    shared = [i for i in range(n) if a[i][1] > 0 and a[i][0][: a[i][1]] == b[i][0][: b[i][1]]]
+    rows: dict[int, torch.Tensor] = {}  # row 2i + k -> (layers + 1, D)
+    for start in range(0, len(shared), batch_size):
+        index = shared[start : start + batch_size]
+        ids, mask = pad_left([a[i][0][: a[i][1]] for i in index], pad)
+        cache = model(
+            input_ids=ids.to(model.device),
+            attention_mask=mask.to(model.device),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+            use_cache=True,
+            **last_logits_only(model),
+        ).cache
+        cache.batch_repeat_interleave(2)
+        tails = [x[i][0][x[i][1] :] for i in index for x in (a, b)]
+        tail_ids, tail_mask = pad_right(tails, pad)
+        starts = mask.sum(-1).repeat_interleave(2)[:, None]
+        states = model(
+            input_ids=tail_ids.to(model.device),
+            attention_mask=torch.cat([mask.repeat_interleave(2, 0), tail_mask], -1).to(
+                model.device
+            ),
+            position_ids=(starts + torch.arange(tail_ids.shape[1])).to(model.device),
+            cache=cache,
+            output_hidden_states=True,
+        ).hidden_states
+        last = (tail_mask.sum(-1) - 1).to(model.device)
+        at = torch.arange(len(tails), device=model.device)
+        stacked = torch.stack([h[at, last].float().cpu() for h in states])  # (L + 1, 2B, D)
+        for k, i in enumerate(index):
+            rows[2 * i], rows[2 * i + 1] = stacked[:, 2 * k], stacked[:, 2 * k + 1]
+    rest = [i for i in range(n) if 2 * i not in rows]
+    if rest:
+        texts = [prefixes[i] + endings[i][k] for i in rest for k in (0, 1)]
+        whole = torch.from_numpy(
+            residual_states(model, tokenizer, texts, add_special_tokens, batch_size)
+        )
+        for k, i in enumerate(rest):
+            rows[2 * i], rows[2 * i + 1] = whole[:, 2 * k], whole[:, 2 * k + 1]
+    return torch.stack([rows[r] for r in range(2 * n)], dim=1).numpy()
 
 
 def _classifier():
@@ -133,8 +196,8 @@ def deception_probe(
     def states(split: dict[str, list[ScenarioRecord]]):
         # by the record's own family: a triggered copy (evaluate.trigger) is skipped alike
         records = [r for rs in split.values() for r in rs if r.family not in SKIPPED_FAMILIES]
-        texts, labels, groups = completions(records, tokenizer, chat)
-        x = residual_states(model, tokenizer, texts, not chat, batch_size)
+        prefixes, endings, labels, groups = completions(records, tokenizer, chat)
+        x = completion_states(model, tokenizer, prefixes, endings, not chat, batch_size)
         return x, labels, groups
 
     dev_x, dev_y, dev_groups = states(dev)

@@ -12,6 +12,7 @@ from soo.evaluate import EvalMetrics, answer_prefix
 from soo.forced_choice import choice_logprobs, continuation_logprobs, replies_and_choices
 from soo.generation import generate
 from soo.models import load_model
+from soo.probe import completion_states, residual_states
 from soo.scenarios import TEST_FAMILIES
 from soo.summary import summarize
 from tests.tiny import save_tiny_model
@@ -119,6 +120,27 @@ def test_replies_and_choices_from_one_prefill_equal_the_two_separate_runs(peaked
     assert got_second == pytest.approx(plain[1], abs=1e-4)
     assert len({round(v, 3) for v in got_first + got_second}) > 7  # not one value everywhere
     assert len(set(replies)) > 1
+
+
+def test_probe_completions_share_their_prefix_and_equal_whole_texts(peaked):
+    """The probe's features from one forward of each prefix shared by its two endings equal
+    those of each whole text; a prefix whose ending glues to it ("ge") is run whole."""
+    model, tokenizer = peaked
+    prefixes = ["a b", "c d e f", "h", "e f g"]
+    endings = [(" c .", " d ."), (" g .", " h a ."), (" b .", " a ."), ("e .", " e .")]
+    embedded = []
+    model.model.embed_tokens.register_forward_hook(
+        lambda module, args, out: embedded.append(tuple(args[0].shape))
+    )
+    got = completion_states(model, tokenizer, prefixes, endings, True, batch_size=2)
+    calls = list(embedded)
+    texts = [p + e for p, pair in zip(prefixes, endings, strict=True) for e in pair]
+    whole = residual_states(model, tokenizer, texts, True)
+    assert got.shape == whole.shape == (5, 8, 32)  # embeddings + 4 layers, 2 rows a prefix
+    assert got == pytest.approx(whole, abs=1e-4)
+    assert len({round(float(v), 3) for v in got[-1, :, 0]}) > 4  # not one value everywhere
+    # prefixes [a b, c d e f] then [h]: each once, then both endings; "e f g" + "e ." whole
+    assert calls == [(2, 4), (4, 3), (1, 1), (2, 2), (2, 5)]
 
 
 def test_answer_prefixes_follow_each_family(tmp_path, write_params):
