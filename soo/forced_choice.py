@@ -4,6 +4,8 @@ forced choice from one prefill of each prompt (`replies_and_choices`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -100,6 +102,32 @@ def choice_logprobs(
     return [scores[0, i] for i in range(n)], [scores[1, i] for i in range(n)]
 
 
+def feed_pairs(
+    model: PreTrainedModel,
+    cache,
+    mask: torch.Tensor,
+    feeds: list[list[int]],
+    pad: int,
+    **kwargs,
+) -> tuple[Any, torch.Tensor]:
+    """One forward of `feeds` after what `cache` holds: rows 2k and 2k + 1 follow batch row k,
+    whose cached tokens have attention `mask` (B, P). The cache is repeated for the pairs (so it
+    is used up); feeds are right padded (an empty one is a masked pad). Returns the model's
+    output and the feeds' attention mask (2B, F)."""
+    cache.batch_repeat_interleave(2)
+    feed_ids, feed_mask = pad_right([f or [pad] for f in feeds], pad)
+    feed_mask[[j for j, f in enumerate(feeds) if not f], 0] = 0
+    starts = mask.sum(-1).repeat_interleave(2)[:, None]
+    out = model(
+        input_ids=feed_ids.to(model.device),
+        attention_mask=torch.cat([mask.repeat_interleave(2, 0), feed_mask], -1).to(model.device),
+        position_ids=(starts + torch.arange(feed_ids.shape[1])).to(model.device),
+        cache=cache,
+        **kwargs,
+    )
+    return out, feed_mask
+
+
 def _continuations(
     model: PreTrainedModel,
     cache,
@@ -114,19 +142,8 @@ def _continuations(
     of both tails of every row (the cache repeated, so it is used up)."""
     total = [float(first[j // 2, tail[0]]) for j, tail in enumerate(tails)]
     if max(len(t) for t in tails) > 1:
-        cache.batch_repeat_interleave(2)
-        tail_ids, tail_mask = pad_right([t[:-1] or [pad] for t in tails], pad)
-        tail_mask[[j for j, t in enumerate(tails) if len(t) == 1], 0] = 0
-        starts = mask.sum(-1).repeat_interleave(2)[:, None]
-        logits = model(
-            input_ids=tail_ids.to(model.device),
-            attention_mask=torch.cat([mask.repeat_interleave(2, 0), tail_mask], -1).to(
-                model.device
-            ),
-            position_ids=(starts + torch.arange(tail_ids.shape[1])).to(model.device),
-            cache=cache,
-        ).logits
-        logp = torch.log_softmax(logits.float(), -1)
+        out, _ = feed_pairs(model, cache, mask, [t[:-1] for t in tails], pad)
+        logp = torch.log_softmax(out.logits.float(), -1)
         for j, tail in enumerate(tails):
             later = torch.tensor(tail[1:], dtype=torch.long, device=logp.device)
             total[j] += float(logp[j, : len(later)].gather(-1, later[:, None]).sum())

@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from soo.batching import continuation_ids, pad_left, pad_right
 from soo.data import ScenarioRecord
 from soo.evaluate import answer_prompts
-from soo.forced_choice import last_logits_only
+from soo.forced_choice import feed_pairs, last_logits_only
 
 SKIPPED_FAMILIES = ("perspectives",)  # a false-belief test: its wrong answer is no deception
 FOLDS = 5
@@ -99,19 +99,9 @@ def completion_states(
             use_cache=True,
             **last_logits_only(model),
         ).cache
-        cache.batch_repeat_interleave(2)
         tails = [x[i][0][x[i][1] :] for i in index for x in (a, b)]
-        tail_ids, tail_mask = pad_right(tails, pad)
-        starts = mask.sum(-1).repeat_interleave(2)[:, None]
-        states = model(
-            input_ids=tail_ids.to(model.device),
-            attention_mask=torch.cat([mask.repeat_interleave(2, 0), tail_mask], -1).to(
-                model.device
-            ),
-            position_ids=(starts + torch.arange(tail_ids.shape[1])).to(model.device),
-            cache=cache,
-            output_hidden_states=True,
-        ).hidden_states
+        out, tail_mask = feed_pairs(model, cache, mask, tails, pad, output_hidden_states=True)
+        states = out.hidden_states
         last = (tail_mask.sum(-1) - 1).to(model.device)
         at = torch.arange(len(tails), device=model.device)
         stacked = torch.stack([h[at, last].float().cpu() for h in states])  # (L + 1, 2B, D)
