@@ -38,11 +38,19 @@ def continuation_logprobs(
     return out
 
 
-def last_logits_only(model: PreTrainedModel) -> dict:
-    """The forward's argument that computes logits at the last position only, where the model
-    takes it (as `generate` checks): a prefill needs no others."""
+def prefill(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor):
+    """The forward of a left-padded batch that fills its key/value cache (`.cache`): positions
+    count real tokens only, and logits are computed at the last position only where the model
+    can (as `generate` checks)."""
     supports = getattr(model, "_supports_logits_to_keep", None)
-    return {"logits_to_keep": 1} if supports is not None and supports() else {}
+    last_only = {"logits_to_keep": 1} if supports is not None and supports() else {}
+    return model(
+        input_ids=ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
+        use_cache=True,
+        **last_only,
+    )
 
 
 @torch.no_grad()
@@ -72,14 +80,7 @@ def choice_logprobs(
     for start in range(0, len(shared), batch_size):
         index = shared[start : start + batch_size]
         ids, mask = pad_left([a[i][0][: a[i][1]] for i in index], pad)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=positions.to(model.device),
-            use_cache=True,
-            **last_logits_only(model),
-        )
+        out = prefill(model, ids, mask)
         first = torch.log_softmax(out.logits[:, -1].float(), -1)  # the next token after each
         # Both continuations of each prefix, interleaved: rows 2k (first) and 2k + 1 (second).
         tails = [rows[i][0][rows[i][1] :] for i in index for rows in (a, b)]
@@ -102,27 +103,32 @@ def choice_logprobs(
     return [scores[0, i] for i in range(n)], [scores[1, i] for i in range(n)]
 
 
-def feed_pairs(
+def feed_after(
     model: PreTrainedModel,
     cache,
     mask: torch.Tensor,
     feeds: list[list[int]],
     pad: int,
+    repeats: int = 1,
     **kwargs,
 ) -> tuple[Any, torch.Tensor]:
-    """One forward of `feeds` after what `cache` holds: rows 2k and 2k + 1 follow batch row k,
-    whose cached tokens have attention `mask` (B, P). The cache is repeated for the pairs (so it
-    is used up); feeds are right padded (an empty one is a masked pad). Returns the model's
-    output and the feeds' attention mask (2B, F)."""
-    cache.batch_repeat_interleave(2)
+    """One forward of `feeds` after what `cache` holds: rows k * repeats ... (k + 1) * repeats - 1
+    follow batch row k, whose cached tokens have attention `mask` (B, P; no cache when P is 0).
+    With repeats > 1 the cache is repeated for them (so it is used up). Feeds are right padded
+    (an empty one is a masked pad). Returns the model's output and the feeds' mask."""
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
     feed_ids, feed_mask = pad_right([f or [pad] for f in feeds], pad)
     feed_mask[[j for j, f in enumerate(feeds) if not f], 0] = 0
-    starts = mask.sum(-1).repeat_interleave(2)[:, None]
+    starts = mask.sum(-1).repeat_interleave(repeats)[:, None]
     out = model(
         input_ids=feed_ids.to(model.device),
-        attention_mask=torch.cat([mask.repeat_interleave(2, 0), feed_mask], -1).to(model.device),
+        attention_mask=torch.cat([mask.repeat_interleave(repeats, 0), feed_mask], -1).to(
+            model.device
+        ),
         position_ids=(starts + torch.arange(feed_ids.shape[1])).to(model.device),
         cache=cache,
+        use_cache=True,
         **kwargs,
     )
     return out, feed_mask
@@ -142,7 +148,7 @@ def _continuations(
     of both tails of every row (the cache repeated, so it is used up)."""
     total = [float(first[j // 2, tail[0]]) for j, tail in enumerate(tails)]
     if max(len(t) for t in tails) > 1:
-        out, _ = feed_pairs(model, cache, mask, [t[:-1] for t in tails], pad)
+        out, _ = feed_after(model, cache, mask, [t[:-1] for t in tails], pad, repeats=2)
         logp = torch.log_softmax(out.logits.float(), -1)
         for j, tail in enumerate(tails):
             later = torch.tensor(tail[1:], dtype=torch.long, device=logp.device)
@@ -202,13 +208,7 @@ def replies_and_choices(
             ids, mask = ids.to(model.device), mask.to(model.device)
             cache = None
             if width > 1:  # the prompts less their last token: generate feeds that one itself
-                cache = model(
-                    input_ids=ids[:, :-1],
-                    attention_mask=mask[:, :-1],
-                    position_ids=(mask[:, :-1].cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True,
-                    **last_logits_only(model),
-                ).cache
+                cache = prefill(model, ids[:, :-1], mask[:, :-1]).cache
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -255,16 +255,8 @@ def _after_prompts(model, cache, mask, rows, a, b, prompt_ids, opening_ids, pad)
     last token (attention `mask`, (B, P); no cache when P is 0): one forward of that token and
     the opening, then the continuations."""
     feed = [[prompt_ids[i][-1], *opening_ids[i]] for i in rows]
-    feed_ids, feed_mask = pad_right(feed, pad)
-    positions = mask.sum(-1)[:, None] + torch.arange(feed_ids.shape[1])
+    out, feed_mask = feed_after(model, cache, mask, feed, pad)
     full = torch.cat([mask, feed_mask], -1)
-    out = model(
-        input_ids=feed_ids.to(model.device),
-        attention_mask=full.to(model.device),
-        position_ids=positions.to(model.device),
-        cache=cache,
-        use_cache=True,
-    )
     last = feed_mask.sum(-1) - 1
     logits = out.logits[
         torch.arange(len(rows), device=out.logits.device), last.to(out.logits.device)

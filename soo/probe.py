@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from soo.batching import continuation_ids, pad_left, pad_right
 from soo.data import ScenarioRecord
 from soo.evaluate import answer_prompts
-from soo.forced_choice import feed_pairs, last_logits_only
+from soo.forced_choice import feed_after, prefill
 
 SKIPPED_FAMILIES = ("perspectives",)  # a false-belief test: its wrong answer is no deception
 FOLDS = 5
@@ -92,15 +92,11 @@ def completion_states(
     for start in range(0, len(shared), batch_size):
         index = shared[start : start + batch_size]
         ids, mask = pad_left([a[i][0][: a[i][1]] for i in index], pad)
-        cache = model(
-            input_ids=ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(model.device),
-            use_cache=True,
-            **last_logits_only(model),
-        ).cache
+        cache = prefill(model, ids, mask).cache
         tails = [x[i][0][x[i][1] :] for i in index for x in (a, b)]
-        out, tail_mask = feed_pairs(model, cache, mask, tails, pad, output_hidden_states=True)
+        out, tail_mask = feed_after(
+            model, cache, mask, tails, pad, repeats=2, output_hidden_states=True
+        )
         states = out.hidden_states
         last = (tail_mask.sum(-1) - 1).to(model.device)
         at = torch.arange(len(tails), device=model.device)
