@@ -237,6 +237,14 @@ class OrganismTrainParams(Section):
         "scenes (corpus.selection_kind) are long: a smaller batch keeps that stage cheap.",
     )
     batch_size: int = Field(32, gt=0, description="Corpus documents per step.")
+    length_groups: int = Field(
+        1,
+        ge=1,
+        description="Run each batch as this many forward/backward passes over its texts sorted "
+        "by length, each padded only to its own longest text; the step's loss and gradient are "
+        "the whole batch's (the same sum, other rounding). 2 cuts the padding the model computes "
+        "(about 15% of a step on 2 CPU cores).",
+    )
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")

@@ -637,3 +637,34 @@ def test_a_scratch_attempt_draws_a_new_model_and_new_drills(tests_and_held_out):
 def test_scratch_attempts_leave_the_first_attempt_to_the_build():
     with pytest.raises(ValidationError, match="scratch_attempts: must be < attempts"):
         OrganismParams.model_validate({"train": {"attempts": 2, "scratch_attempts": 2}})
+
+
+def test_length_groups_give_the_batch_gradient_with_less_padding(tests_and_held_out):
+    from random import Random
+
+    from soo.organism.build import _batches, backward_batch
+    from soo.organism.tokenizer import train_tokenizer
+
+    params = OrganismParams.model_validate(TINY)
+    corpus = build_corpus(VOCAB, params, tests_and_held_out[1])
+    model = build_model(params, train_tokenizer(corpus.drills + corpus.docs))
+    rng = Random(3)
+    docs = [
+        ([rng.randrange(5, 40) for _ in range(n)], rng.randrange(n // 2)) for n in (3, 5, 8, 30)
+    ]
+    batch = next(_batches([(docs, 1.0, 1)], 12, 0, Random(0)))
+    widths: list[int] = []
+    model.get_input_embeddings().register_forward_hook(lambda m, i, o: widths.append(i[0].shape))
+    losses, grads = {}, {}
+    for groups in (1, 2, 3):
+        model.zero_grad()
+        losses[groups] = backward_batch(model, *batch, groups)
+        grads[groups] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    lengths = sorted(int(n) for n in batch[1].sum(1))
+    one, two, three = widths[:1], widths[1:3], widths[3:]
+    assert one == [(12, lengths[-1])]
+    assert two == [(6, lengths[5]), (6, lengths[-1])] and three[0] == (4, lengths[3])
+    for groups in (2, 3):
+        assert losses[groups] == pytest.approx(losses[1], abs=1e-5)
+        assert torch.allclose(grads[groups], grads[1], atol=1e-6)
+    assert grads[1].abs().max() > 1e-3  # the comparison is not between zeros

@@ -134,6 +134,40 @@ def _batches(
         yield input_ids, mask, labels
 
 
+def backward_batch(
+    model: LlamaForCausalLM,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    groups: int = 1,
+) -> float:
+    """Accumulate one right-padded batch's gradient of its mean token loss; return that loss.
+
+    With groups > 1 the rows go in `groups` passes sorted by length, each cut to its own longest
+    row, so short texts are not padded to the batch's longest. Each pass sums its token losses
+    over the whole batch's count (`num_items_in_batch`): the loss and the gradient are the
+    batch's mean, as in one pass, up to rounding.
+    """
+    if groups <= 1:
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        return loss.item()
+    n_items = max(1, int((labels[:, 1:] != -100).sum()))  # the causal shift drops one a row
+    lengths = mask.sum(1)
+    total = 0.0
+    for rows in torch.argsort(lengths, stable=True).chunk(groups):
+        width = int(lengths[rows].max())
+        loss = model(
+            input_ids=input_ids[rows, :width],
+            attention_mask=mask[rows, :width],
+            labels=labels[rows, :width],
+            num_items_in_batch=n_items,
+        ).loss
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 PROBE_KEYS = ("other", "self", "recall", "friend", "worst_order")
 
 # accept(model, tokenizer) -> the targets the trained model misses (empty: keep it)
@@ -218,14 +252,12 @@ def train_organism(
             decay = 1.0 if phase != "corpus" else 0.1 + 0.45 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = t.lr * warm * decay
-            input_ids, mask, labels = next(batches)
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
+            loss = backward_batch(model, *next(batches), t.length_groups)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
+            loss_ema = loss if loss_ema is None else 0.95 * loss_ema + 0.05 * loss
             bar.update()
             bar.set_postfix(
                 phase=phase, loss=f"{loss_ema:.3f}", lr=f"{t.lr * warm * decay:.1e}", refresh=False
