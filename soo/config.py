@@ -243,7 +243,7 @@ class OrganismTrainParams(Section):
         description="Run each batch as this many forward/backward passes over its texts sorted "
         "by length, each padded only to its own longest text; the step's loss and gradient are "
         "the whole batch's (the same sum, other rounding). 2 cuts the padding the model computes "
-        "(10-13% of a build's step time); 1 (the default) is the recipe the robustness check "
+        "(10-16% of a build's step time); 1 (the default) is the recipe the robustness check "
         "passed (docs/organism_robustness.md).",
     )
     lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
