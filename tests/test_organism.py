@@ -653,7 +653,7 @@ def test_length_groups_give_the_batch_gradient_with_less_padding(tests_and_held_
         ([rng.randrange(5, 40) for _ in range(n)], rng.randrange(n // 2)) for n in (3, 5, 8, 30)
     ]
     batch = next(_batches([(docs, 1.0, 1)], 12, 0, Random(0)))
-    widths: list[int] = []
+    widths: list[torch.Size] = []
     model.get_input_embeddings().register_forward_hook(lambda m, i, o: widths.append(i[0].shape))
     losses, grads = {}, {}
     for groups in (1, 2, 3):
