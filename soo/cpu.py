@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +27,25 @@ def pin_math(threads: int) -> None:
     """A fixed thread count (not "all cores") and deterministic algorithms for this process."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+
+
+@contextmanager
+def tokenizer_threads(threads: int) -> Iterator[None]:
+    """Inside the block, the Rust tokenizers encode and train on `threads` threads (the same ids
+    as on one). Outside it TOKENIZERS_PARALLELISM stays as it was ("false" from soo.runtime): a
+    process forked after parallel use would inherit a thread pool it does not have. The pool's
+    size is read once, when the pool first starts (RAYON_NUM_THREADS)."""
+    saved = {k: os.environ.get(k) for k in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, threads)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def cpu_model() -> str:

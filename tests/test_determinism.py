@@ -2,6 +2,9 @@
 evaluation metrics (organism weights: tests/test_organism.py; adapters: tests/test_train_ray.py)."""
 
 import json
+import os
+
+import pytest
 
 from soo.scenarios import PAIR_FAMILIES, TEST_FAMILIES
 
@@ -44,3 +47,29 @@ def test_evaluation_metrics_are_identical(stage_project):
         runs.append(json.dumps(_without_timings(metrics), sort_keys=True))
         runs.append((tmp_path / "data" / "generations" / "base.jsonl").read_bytes())
     assert runs[0] == runs[2] and runs[1] == runs[3]
+
+
+def test_tokenizer_threads_give_the_same_ids_and_leave_the_environment(monkeypatch):
+    from soo.cpu import tokenizer_threads
+    from soo.organism.tokenizer import train_tokenizer
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    texts = [
+        f"In the room {i % 7} is a cup. Bob asks where the cup {i % 5} is." for i in range(3000)
+    ]
+    serial_tokenizer = train_tokenizer(texts)
+    serial = serial_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    with tokenizer_threads(2):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+        assert os.environ["RAYON_NUM_THREADS"] == "2"
+        parallel_tokenizer = train_tokenizer(texts)
+        parallel = parallel_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert parallel_tokenizer.get_vocab() == serial_tokenizer.get_vocab()
+    assert parallel == serial
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert "RAYON_NUM_THREADS" not in os.environ
+    with pytest.raises(RuntimeError), tokenizer_threads(1):
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # one thread: serial
+        raise RuntimeError
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"

@@ -19,6 +19,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from soo.config import OrganismParams
+from soo.cpu import tokenizer_threads
 from soo.data import atomic_folder
 from soo.organism.corpus import CorpusGenerator, drill_text
 from soo.organism.tokenizer import train_tokenizer
@@ -196,15 +197,16 @@ def train_organism(
     rng = random.Random(params.seed)
     answers_only = t.loss_on == "answers"
     pad = tokenizer.pad_token_id
-    encoded = {
-        name: encode_documents(tokenizer, texts, answers_only)
-        for name, texts in (
-            ("drill", corpus.drills),
-            ("selection", corpus.selection),
-            ("corpus", corpus.docs),
-        )
-        if texts
-    }
+    with tokenizer_threads(t.threads):
+        encoded = {
+            name: encode_documents(tokenizer, texts, answers_only)
+            for name, texts in (
+                ("drill", corpus.drills),
+                ("selection", corpus.selection),
+                ("corpus", corpus.docs),
+            )
+            if texts
+        }
     learned = {
         "drill": lambda row: row.get("recall", 0.0),
         "selection": lambda row: min(row.get("other", 0.0), row.get("self", 0.0)),
@@ -375,7 +377,8 @@ def build_organism(
         len(corpus.drills),
         len(corpus.selection),
     )
-    tokenizer = train_tokenizer(corpus.drills + corpus.selection + corpus.docs)
+    with tokenizer_threads(params.train.threads):
+        tokenizer = train_tokenizer(corpus.drills + corpus.selection + corpus.docs)
     model = build_model(params, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %d parameters, vocabulary %d", n_params, len(tokenizer))

@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from soo import paths
 from soo.config import Params, load_params
+from soo.cpu import tokenizer_threads
 from soo.data import GenerationRecord, read_json, write_jsonl, write_text_atomic
 from soo.evaluate import (
     EvalMetrics,
@@ -59,7 +62,11 @@ def capability_measure_for(params: Params):
 
 def main(name: str, params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
-    with stage_run(params, "evaluate", params_path, seed=name) as tracker:
+    # prompts are tokenized on torch's threads (generation, forced choice and the probe)
+    with (
+        stage_run(params, "evaluate", params_path, seed=name) as tracker,
+        tokenizer_threads(torch.get_num_threads()),
+    ):
         return _evaluate(params, name, tracker)
 
 
