@@ -31,10 +31,12 @@ def pin_math(threads: int) -> None:
 
 @contextmanager
 def tokenizer_threads(threads: int) -> Iterator[None]:
-    """Inside the block, the Rust tokenizers encode and train on `threads` threads (the same ids
-    as on one). Outside it TOKENIZERS_PARALLELISM stays as it was ("false" from soo.runtime): a
-    process forked after parallel use would inherit a thread pool it does not have. The pool's
-    size is read once, when the pool first starts (RAYON_NUM_THREADS)."""
+    """Inside the block, the Rust tokenizers encode and train in parallel (the same ids as
+    serially) on `threads` threads: RAYON_NUM_THREADS (unless already set) sizes the pool when it
+    first starts, once a process. The block overrides
+    TOKENIZERS_PARALLELISM (serial for threads <= 1) and restores it on exit: entry points set it
+    to "false" (soo.runtime), so a process forked outside the block does not inherit a thread
+    pool it does not have. Nothing may fork inside the block."""
     saved = {k: os.environ.get(k) for k in ("TOKENIZERS_PARALLELISM", "RAYON_NUM_THREADS")}
     os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, threads)))

@@ -69,7 +69,12 @@ def test_tokenizer_threads_give_the_same_ids_and_leave_the_environment(monkeypat
     assert parallel == serial
     assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
     assert "RAYON_NUM_THREADS" not in os.environ
+    # unset before: unset after, even on an error; a pool size the user chose is kept
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    monkeypatch.setenv("RAYON_NUM_THREADS", "3")
     with pytest.raises(RuntimeError), tokenizer_threads(1):
         assert os.environ["TOKENIZERS_PARALLELISM"] == "false"  # one thread: serial
+        assert os.environ["RAYON_NUM_THREADS"] == "3"
         raise RuntimeError
-    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
+    assert os.environ["RAYON_NUM_THREADS"] == "3"

@@ -62,7 +62,7 @@ def capability_measure_for(params: Params):
 
 def main(name: str, params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
-    # prompts are tokenized on torch's threads (generation, forced choice and the probe)
+    # prompts are tokenized on torch's threads (all cores unless OMP_NUM_THREADS says otherwise)
     with (
         stage_run(params, "evaluate", params_path, seed=name) as tracker,
         tokenizer_threads(torch.get_num_threads()),
